@@ -1,0 +1,61 @@
+"""The traffic seam: what every actuator is told, and the Protocol it implements."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One upstream that should receive ``weight`` percent of live traffic."""
+
+    digest: str
+    upstream: str  # base URL, e.g. http://127.0.0.1:9001
+    weight: int  # 0..100
+    role: str  # "stable" or "candidate"
+
+
+@dataclass(frozen=True)
+class TrafficState:
+    """The desired traffic split for one (service, stage), numbered per promotion.
+
+    ``sequence`` grows by one per actuation of a promotion, so a receiver can drop a
+    repeated or out-of-order state. ``preview`` gets only requests that ask for the
+    preview (header ``X-Promgate-Preview: 1``), never live traffic.
+    """
+
+    promotion_id: str
+    sequence: int
+    service: str
+    stage: str
+    backends: tuple[Backend, ...]
+    preview: Backend | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrafficState:
+        preview = data.get("preview")
+        return cls(
+            promotion_id=data["promotion_id"],
+            sequence=int(data["sequence"]),
+            service=data["service"],
+            stage=data["stage"],
+            backends=tuple(Backend(**b) for b in data["backends"]),
+            preview=Backend(**preview) if preview else None,
+        )
+
+
+class TrafficActuator(Protocol):
+    """Shifts live traffic. Raises ``ActuationError`` and nothing else on failure."""
+
+    async def apply(self, state: TrafficState) -> None:
+        """Make ``state`` the live split. Idempotent for a repeated (promotion, sequence)."""
+
+    async def restore(self, state: TrafficState) -> None:
+        """Reload a state already applied before a restart, without announcing it anew."""
+
+    async def close(self) -> None:
+        """Release sockets and servers."""

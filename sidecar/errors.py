@@ -1,0 +1,135 @@
+"""The one error tree of promgate.
+
+Every error a caller can see derives from :class:`PromgateError`; third-party
+exceptions (aiohttp, sqlite3, pydantic, yaml) are translated at the seam where they
+occur and never cross it. Each error says what was wrong, where, and what to do.
+
+    PromgateError
+    ├── InputError               bad input from a user or pipeline (CLI exit 2, HTTP 400)
+    │   ├── ArtifactReferenceError   not an OCI reference, or no digest
+    │   ├── ManifestError            release manifest fails its schema
+    │   ├── PolicyError              promotion policy fails validation (carries every problem)
+    │   └── SettingsError            a setting or PROMGATE_* variable is invalid
+    ├── RefusedError             the release is refused by a rule (CLI exit 1, HTTP 409/422)
+    │   ├── TagMutationError         a known tag arrived with a different digest
+    │   ├── StageOrderError          a required earlier stage has not promoted this digest
+    │   ├── MetadataGateError        a metadata gate (vulnerabilities, provenance, stack) failed
+    │   └── ConflictError            another promotion is active for the same service and stage
+    ├── NotFoundError            an unknown promotion, service or stage (HTTP 404)
+    ├── AuthError                missing or insufficient bearer token (HTTP 401/403)
+    ├── ProviderError            the metrics source could not answer (never a rollback reason)
+    │   ├── ProviderTimeoutError     the query did not finish in time
+    │   ├── ProviderHTTPError        Prometheus answered with a non-success status
+    │   └── QueryError               Prometheus refused the query (bad PromQL)
+    ├── ActuationError           traffic could not be shifted
+    └── LedgerError              durable state could not be read or written
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+class PromgateError(Exception):
+    """Base of every error promgate raises on purpose."""
+
+
+class InputError(PromgateError):
+    """The input given to promgate is malformed; fix it and try again."""
+
+
+class ArtifactReferenceError(InputError):
+    """An artifact reference is not ``repository[:tag]@sha256:<64 hex>``."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validation problem: where it is (file and field path), what, and the fix."""
+
+    path: str
+    message: str
+    fix: str = ""
+    file: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}: " if self.file else ""
+        fix = f" (fix: {self.fix})" if self.fix else ""
+        return f"{where}{self.path or '<root>'}: {self.message}{fix}"
+
+
+class ProblemsError(InputError):
+    """An input error that carries every problem found, not just the first."""
+
+    def __init__(self, what: str, problems: Iterable[Problem]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{what}: {len(self.problems)} problem(s)\n{lines}")
+
+
+class ManifestError(ProblemsError):
+    """The release manifest does not match its schema."""
+
+
+class PolicyError(ProblemsError):
+    """The promotion policy does not validate."""
+
+
+class SettingsError(InputError):
+    """A setting or its PROMGATE_* environment variable is invalid."""
+
+
+class RefusedError(PromgateError):
+    """The release is refused by a rule; nothing was shifted."""
+
+
+class TagMutationError(RefusedError):
+    """A tag already seen with one digest arrived with another."""
+
+
+class StageOrderError(RefusedError):
+    """The stage requires earlier stages that have not promoted this digest."""
+
+
+class MetadataGateError(RefusedError):
+    """A metadata gate rejected the manifest."""
+
+
+class ConflictError(RefusedError):
+    """Another promotion is already active for this service and stage."""
+
+
+class NotFoundError(PromgateError):
+    """The named promotion, service or stage does not exist."""
+
+
+class AuthError(PromgateError):
+    """The request lacks a valid bearer token or the token's role is too low."""
+
+    def __init__(self, message: str, *, status: int = 401) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ProviderError(PromgateError):
+    """The metrics source could not answer. Holds traffic; never a rollback reason."""
+
+
+class ProviderTimeoutError(ProviderError):
+    """A query did not finish within its timeout."""
+
+
+class ProviderHTTPError(ProviderError):
+    """The metrics source answered with a non-success HTTP status."""
+
+
+class QueryError(ProviderError):
+    """The metrics source rejected the query itself (for example bad PromQL)."""
+
+
+class ActuationError(PromgateError):
+    """Traffic could not be shifted to the desired state."""
+
+
+class LedgerError(PromgateError):
+    """Durable state could not be read or written."""

@@ -1,0 +1,71 @@
+"""The durable-state seam: promotions, their event log, stable history and tag memory."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from sidecar.actuators.base import TrafficState
+from sidecar.domain.artifact import ArtifactRef
+from sidecar.domain.promotion import Promotion, PromotionEvent, StableRelease
+
+
+class Ledger(Protocol):
+    """Everything promgate must remember across restarts. Raises ``LedgerError`` on I/O
+    failure, ``NotFoundError`` for unknown ids, ``TagMutationError`` for a moved tag."""
+
+    async def open(self) -> None:
+        """Create or migrate the storage."""
+
+    async def close(self) -> None: ...
+
+    async def create(self, promotion: Promotion) -> None:
+        """Store a new promotion; ``ConflictError`` if one is active for its service+stage."""
+
+    async def save(self, promotion: Promotion) -> None:
+        """Replace the stored state of an existing promotion."""
+
+    async def get(self, promotion_id: str) -> Promotion:
+        """The promotion, or ``NotFoundError``."""
+
+    async def list(
+        self, *, service: str | None = None, stage: str | None = None, active: bool | None = None
+    ) -> Sequence[Promotion]:
+        """Promotions, newest first, filtered."""
+
+    async def append_event(
+        self, promotion_id: str, kind: str, data: dict[str, Any], at: float
+    ) -> PromotionEvent:
+        """Append to the promotion's event log; the returned event carries its seq (1, 2, ...)."""
+
+    async def events(self, promotion_id: str, after: int = 0) -> Sequence[PromotionEvent]:
+        """Events with seq greater than ``after``, in order."""
+
+    async def remember_tag(self, artifact: ArtifactRef) -> None:
+        """Record (repository, tag) -> digest; ``TagMutationError`` if the tag had another
+        digest. A reference without a tag is accepted and not recorded."""
+
+    async def push_stable(self, release: StableRelease) -> None:
+        """Append a new stable release for its (service, stage)."""
+
+    async def stable_history(self, service: str, stage: str) -> Sequence[StableRelease]:
+        """Stable releases of (service, stage), oldest first; empty if none."""
+
+    async def pop_stable(self, service: str, stage: str) -> StableRelease:
+        """Remove the newest stable release (a rollback); ``NotFoundError`` if fewer than two
+        remain, as the last one cannot be rolled back to nothing. Returns the removed one."""
+
+    async def save_traffic(self, state: TrafficState) -> None:
+        """Remember the last applied traffic state of its (service, stage)."""
+
+    async def traffic(self, service: str, stage: str) -> TrafficState | None:
+        """The last applied traffic state, for restoring actuators after a restart."""
+
+    async def all_traffic(self) -> Sequence[TrafficState]:
+        """Every remembered traffic state."""
+
+    async def promoted_stages(self, service: str, digest: str) -> set[str]:
+        """Stages in which ``digest`` of ``service`` has been promoted (ever)."""
+
+    async def audit(self, actor: str, action: str, target: str, at: float) -> None:
+        """Record who did what to which target through the API."""
