@@ -1,0 +1,210 @@
+"""Pure judging: one gate's evidence -> a verdict, a step's verdicts -> a decision.
+
+No I/O here: the analyzer gathers the evidence, this module only decides, so every rule
+can be table-tested. The rules:
+
+- a provider error is UNAVAILABLE: traffic holds, it never rolls back by itself;
+- no data (or too few requests) is NO_DATA: the step waits, it never promotes;
+- a value beyond its bound is a BREACH: ``transient`` until ``confirm`` consecutive
+  evaluations breach, then ``persistent``; a hard guard is persistent at once;
+- only a persistent breach rolls back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from sidecar.domain.measurement import Measurement, MeasurementKind
+from sidecar.domain.policy import SloGate
+
+
+class GateResult(StrEnum):
+    PASS = "pass"
+    BREACH = "breach"
+    NO_DATA = "no_data"
+    UNAVAILABLE = "unavailable"
+
+
+class Classification(StrEnum):
+    TRANSIENT = "transient"  # not confirmed: a blip, or the provider failed
+    PERSISTENT = "persistent"  # confirmed by repeated evidence or a hard guard
+
+
+class Decision(StrEnum):
+    """What a step's gates say, before the strategy turns it into an action."""
+
+    PASS = "pass"  # every gate has data and is within bounds
+    WAIT = "wait"  # some gate lacks data or has an unconfirmed breach
+    HOLD = "hold"  # some gate could not be measured: keep traffic where it is
+    ROLLBACK = "rollback"  # some gate has a persistent breach
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the analyzer measured for one gate in one evaluation."""
+
+    candidate: Measurement
+    baseline: Measurement
+    candidate_requests: float | None = None  # ratio gates: requests behind the ratio
+    baseline_requests: float | None = None
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    """One gate's verdict with the numbers behind it, for people and metrics."""
+
+    gate: str
+    result: GateResult
+    classification: Classification | None
+    value: float | None
+    baseline: float | None
+    threshold: float | None
+    hard: bool
+    reason: str
+    requests: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StepVerdict:
+    decision: Decision
+    gates: tuple[GateVerdict, ...]
+
+    @property
+    def reason(self) -> str:
+        """The sentence that explains the decision, built from the deciding gates."""
+        deciding = {
+            Decision.ROLLBACK: [g for g in self.gates if g.classification is Classification.PERSISTENT],
+            Decision.HOLD: [g for g in self.gates if g.result is GateResult.UNAVAILABLE],
+            Decision.WAIT: [g for g in self.gates if g.result is not GateResult.PASS],
+            Decision.PASS: list(self.gates),
+        }[self.decision]
+        return "; ".join(g.reason for g in deciding) or "no gates"
+
+
+class Judge(Protocol):
+    """Turns one gate's evidence and its recent results into a verdict."""
+
+    def judge(self, gate: SloGate, evidence: Evidence, recent: Sequence[GateResult]) -> GateVerdict:
+        """``recent`` are this gate's earlier results in the current step, oldest first."""
+
+
+@dataclass(frozen=True)
+class ThresholdJudge:
+    """Bounds with consecutive confirmation: ``confirm`` breaches in a row are persistent."""
+
+    confirm: int = 3
+
+    def judge(self, gate: SloGate, evidence: Evidence, recent: Sequence[GateResult]) -> GateVerdict:
+        return judge_threshold(gate, evidence, recent, self.confirm)
+
+
+def judge_threshold(
+    gate: SloGate, evidence: Evidence, recent: Sequence[GateResult], confirm: int
+) -> GateVerdict:
+    """The threshold rules in the module docstring, as one pure function."""
+    candidate, baseline = evidence.candidate, evidence.baseline
+    baseline_value = baseline.value if baseline.is_value else None
+
+    def verdict(
+        result: GateResult, reason: str, *, threshold: float | None = None,
+        classification: Classification | None = None, hard: bool = False,
+    ) -> GateVerdict:
+        return GateVerdict(gate.name, result, classification, candidate.value, baseline_value,
+                           threshold, hard, f"{gate.name}: {reason}", evidence.candidate_requests)
+
+    if MeasurementKind.PROVIDER_ERROR in (candidate.kind, baseline.kind):
+        failed = candidate if candidate.kind is MeasurementKind.PROVIDER_ERROR else baseline
+        return verdict(GateResult.UNAVAILABLE, f"analysis unavailable ({failed.detail})",
+                       classification=Classification.TRANSIENT)
+    if candidate.value is None:
+        return verdict(GateResult.NO_DATA, f"no data for the candidate ({candidate.detail})")
+    value = candidate.value
+
+    hard_bound = _hard_bound(gate, baseline_value)
+    if hard_bound is not None and value > hard_bound:
+        return verdict(GateResult.BREACH,
+                       f"{value:.4g} exceeds the hard guard {hard_bound:.4g}; rolling back at once",
+                       threshold=hard_bound, classification=Classification.PERSISTENT, hard=True)
+
+    bound, below = _bound(gate, baseline_value)
+    breached = bound is not None and (value < bound if below else value > bound)
+    if not breached:
+        relation = "at or above" if below else "within"
+        shown = f"{bound:.4g}" if bound is not None else "-"
+        return verdict(GateResult.PASS, f"{value:.4g} {relation} {shown}", threshold=bound)
+
+    streak = 1 + _trailing(recent, GateResult.BREACH)
+    persistent = streak >= confirm
+    word = "below" if below else "above"
+    baseline_note = f" (baseline {baseline_value:.4g})" if baseline_value is not None else ""
+    return verdict(
+        GateResult.BREACH,
+        f"{value:.4g} {word} {bound:.4g}{baseline_note}, breach {streak} of {confirm} to confirm",
+        threshold=bound,
+        classification=Classification.PERSISTENT if persistent else Classification.TRANSIENT,
+    )
+
+
+def _bound(gate: SloGate, baseline: float | None) -> tuple[float | None, bool]:
+    """The effective bound and whether it is a lower bound.
+
+    With ``maxVsBaseline`` the upper bound is the larger of ``max`` and that multiple of
+    the baseline: when both versions suffer (an outage downstream), the candidate is not
+    blamed for what the baseline shows too.
+    """
+    if gate.min is not None and gate.max is None:
+        return gate.min, True
+    relative = gate.max_vs_baseline * baseline if gate.max_vs_baseline and baseline else None
+    bounds = [b for b in (gate.max, relative) if b is not None]
+    return (max(bounds) if bounds else None), False
+
+
+def _hard_bound(gate: SloGate, baseline: float | None) -> float | None:
+    relative = gate.hard_vs_baseline * baseline if gate.hard_vs_baseline and baseline else None
+    bounds = [b for b in (gate.hard_max, relative) if b is not None]
+    return max(bounds) if bounds else None
+
+
+def _trailing(results: Sequence[GateResult], kind: GateResult) -> int:
+    count = 0
+    for result in reversed(results):
+        if result is not kind:
+            break
+        count += 1
+    return count
+
+
+def decide(verdicts: Sequence[GateVerdict]) -> StepVerdict:
+    """Combine a step's gate verdicts: persistent breach > unavailable > wait > pass."""
+    results = {v.result for v in verdicts}
+    if any(v.classification is Classification.PERSISTENT for v in verdicts):
+        decision = Decision.ROLLBACK
+    elif GateResult.UNAVAILABLE in results:
+        decision = Decision.HOLD
+    elif results - {GateResult.PASS}:
+        decision = Decision.WAIT
+    else:
+        decision = Decision.PASS
+    return StepVerdict(decision, tuple(verdicts))
+
+
+def counter_increase(previous: float | None, current: float) -> float:
+    """Increase of a counter between two readings; a drop means the counter restarted."""
+    if previous is None:
+        return 0.0
+    return current if current < previous else current - previous
+
+
+def ratio_evidence(
+    bad: float, total: float, min_requests: int
+) -> Measurement:
+    """bad/total as a measurement; fewer than ``min_requests`` is no data, not a pass."""
+    if total < min_requests:
+        return Measurement.no_data(f"{total:g} requests, need {min_requests}")
+    return Measurement.of(bad / total)

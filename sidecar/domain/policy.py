@@ -1,0 +1,338 @@
+"""The versioned promotion policy: stages, their order, strategies, gates and approvals."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from sidecar.domain.validation import problems_from
+from sidecar.errors import PolicyError, Problem
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PROM_PLACEHOLDERS = frozenset(
+    {"service", "stage", "digest", "tag", "version", "repository", "role", "window"}
+)
+_PLACEHOLDER = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+
+
+def parse_duration(value: Any) -> float:
+    """``"1.5s"``, ``"500ms"``, ``"2m"`` or a number of seconds -> seconds (float)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration like 30s, 500ms or 2m")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"{value!r} is not a duration; write it like 30s, 500ms, 2m or 1h")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("must be longer than zero")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class Analysis(_Model):
+    """How often gates are evaluated and how long missing evidence is tolerated."""
+
+    interval: Duration = Field(default=5.0, description="time between gate evaluations")
+    confirm: int = Field(
+        default=3, ge=1, le=100, description="consecutive breaches that make one persistent"
+    )
+    no_data_timeout: Duration = Field(
+        default=120.0,
+        alias="noDataTimeout",
+        description="how long a step waits for data before stopping as insufficient evidence",
+    )
+    max_provider_hold: Duration = Field(
+        default=300.0,
+        alias="maxProviderHold",
+        description="how long traffic holds while Prometheus is unavailable before aborting",
+    )
+
+
+class Canary(_Model):
+    """Shift live traffic in steps of weights, judging each step for ``stepDuration``."""
+
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(min_length=1)
+    step_duration: Duration = Field(alias="stepDuration")
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, steps: list[int]) -> list[int]:
+        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+            raise ValueError("weights must increase step by step, e.g. [10, 25, 50, 100]")
+        return steps
+
+
+class BlueGreen(_Model):
+    """Judge a preview, switch all traffic at once, judge again, keep the old slot a while."""
+
+    preview: Duration = Field(description="pre-promotion analysis of the preview slot")
+    post_promotion: Duration = Field(alias="postPromotion", description="analysis after switch")
+    keep_previous: Duration = Field(
+        default=600.0, alias="keepPrevious", description="old slot kept for instant switch-back"
+    )
+
+
+class Strategy(_Model):
+    """Exactly one of ``canary`` or ``blueGreen``."""
+
+    canary: Canary | None = None
+    blue_green: BlueGreen | None = Field(default=None, alias="blueGreen")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Strategy:
+        if (self.canary is None) == (self.blue_green is None):
+            raise ValueError("set exactly one of canary or blueGreen")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "canary" if self.canary is not None else "blue_green"
+
+
+class RatioQueries(_Model):
+    """Two counter queries; the gate judges bad/total over the evaluation's increase."""
+
+    bad: str = Field(min_length=1)
+    total: str = Field(min_length=1)
+
+
+class SloGate(_Model):
+    """An SLO judged on Prometheus for candidate and baseline alike.
+
+    Either ``ratio`` (counters: bad and total events, judged on their increase) or
+    ``query`` (a PromQL expression yielding one value). A breach is a value above ``max``
+    (or below ``min``); with ``maxVsBaseline`` the bound rises to that multiple of the
+    baseline, so the candidate is blamed only for what it adds. ``hardMax`` and
+    ``hardVsBaseline`` are guards that roll back at once.
+    """
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    ratio: RatioQueries | None = None
+    query: str | None = None
+    max: float | None = None
+    min: float | None = None
+    max_vs_baseline: float | None = Field(default=None, alias="maxVsBaseline", gt=1.0)
+    hard_max: float | None = Field(default=None, alias="hardMax")
+    hard_vs_baseline: float | None = Field(default=None, alias="hardVsBaseline", gt=1.0)
+    min_requests: int = Field(
+        default=10,
+        alias="minRequests",
+        ge=1,
+        description="requests on the candidate needed before a ratio gate judges",
+    )
+    window: Duration = Field(default=30.0, description="value of $window in `query`")
+
+    @model_validator(mode="after")
+    def _shape(self) -> SloGate:
+        if (self.ratio is None) == (self.query is None):
+            raise ValueError("set exactly one of ratio (bad/total counters) or query")
+        if self.max is None and self.min is None and self.max_vs_baseline is None:
+            raise ValueError("set a bound: max, min or maxVsBaseline")
+        if self.ratio is not None and self.min is not None:
+            raise ValueError("min makes no sense for a bad/total ratio; use max")
+        for template in self.templates():
+            unknown = {a or b for a, b in _PLACEHOLDER.findall(template)} - _PROM_PLACEHOLDERS
+            if unknown:
+                known = ", ".join(f"${p}" for p in sorted(_PROM_PLACEHOLDERS))
+                raise ValueError(f"unknown placeholder(s) {sorted(unknown)}; known: {known}")
+        return self
+
+    def templates(self) -> list[str]:
+        if self.ratio is not None:
+            return [self.ratio.bad, self.ratio.total]
+        return [self.query] if self.query is not None else []
+
+
+class MetadataGates(_Model):
+    """Rules on the manifest, checked before any traffic moves."""
+
+    max_vulnerabilities: dict[Literal["critical", "high", "medium", "low"], int] = Field(
+        default_factory=dict, alias="maxVulnerabilities"
+    )
+    require_provenance: bool = Field(default=False, alias="requireProvenance")
+    required_fields: list[str] = Field(default_factory=list, alias="requiredFields")
+    require_passing_tests: bool = Field(default=False, alias="requirePassingTests")
+    stack: dict[str, str] = Field(
+        default_factory=dict, description="component -> version this stage runs"
+    )
+
+
+class Gates(_Model):
+    slo: list[SloGate] = Field(default_factory=list)
+    metadata: MetadataGates = Field(default_factory=MetadataGates)
+
+    @field_validator("slo")
+    @classmethod
+    def _unique(cls, gates: list[SloGate]) -> list[SloGate]:
+        names = [g.name for g in gates]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"gate names must be unique; repeated: {duplicates}")
+        return gates
+
+
+class Approval(_Model):
+    """A person with the approver role must agree before traffic moves."""
+
+    required: bool = False
+
+
+class Stage(_Model):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    requires: list[str] = Field(default_factory=list)
+    strategy: Strategy
+    analysis: Analysis | None = None
+    gates: Gates = Field(default_factory=Gates)
+    approval: Approval = Field(default_factory=Approval)
+
+
+class Metadata(_Model):
+    name: str = Field(min_length=1)
+
+
+class PromotionPolicy(_Model):
+    """The whole policy; ``version`` is recorded on every decision made under it."""
+
+    api_version: Literal["promgate/v1"] = Field(alias="apiVersion")
+    kind: Literal["PromotionPolicy"]
+    metadata: Metadata
+    version: str = Field(min_length=1)
+    analysis: Analysis = Field(default_factory=Analysis)
+    stages: list[Stage] = Field(min_length=1)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int | float) else value
+
+    def stage(self, name: str) -> Stage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        known = ", ".join(s.name for s in self.stages)
+        raise KeyError(f"stage {name!r} is not in policy {self.metadata.name}; known: {known}")
+
+    def analysis_for(self, stage: Stage) -> Analysis:
+        return stage.analysis or self.analysis
+
+
+def graph_problems(policy: PromotionPolicy, source: str) -> list[Problem]:
+    """Stage-graph rules pydantic cannot see: unique names, known requirements, no cycles."""
+    problems: list[Problem] = []
+    names = [s.name for s in policy.stages]
+    for index, stage in enumerate(policy.stages):
+        if names.count(stage.name) > 1:
+            problems.append(
+                Problem(f"stages[{index}].name", f"stage {stage.name!r} is defined twice",
+                        "give every stage a unique name", source)
+            )
+        for r_index, required in enumerate(stage.requires):
+            if required not in names:
+                problems.append(
+                    Problem(f"stages[{index}].requires[{r_index}]",
+                            f"unknown stage {required!r}", f"use one of {names}", source)
+                )
+            elif required == stage.name:
+                problems.append(
+                    Problem(f"stages[{index}].requires[{r_index}]", "a stage cannot require itself",
+                            "remove it", source)
+                )
+    cycle = _find_cycle({s.name: [r for r in s.requires if r in names] for s in policy.stages})
+    if cycle:
+        problems.append(
+            Problem("stages", "requirements form a cycle: " + " -> ".join(cycle),
+                    "break the cycle so promotions have a first stage", source)
+        )
+    return problems
+
+
+def _find_cycle(graph: dict[str, list[str]]) -> list[str]:
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(node: str) -> list[str]:
+        if node in visiting:
+            return [*visiting[visiting.index(node):], node]
+        if node in done:
+            return []
+        visiting.append(node)
+        for nxt in graph.get(node, []):
+            found = visit(nxt)
+            if found:
+                return found
+        visiting.pop()
+        done.add(node)
+        return []
+
+    for node in graph:
+        found = visit(node)
+        if found:
+            return found
+    return []
+
+
+def parse_policy(data: Any, source: str = "policy") -> PromotionPolicy:
+    """Validate parsed YAML; raise PolicyError carrying every problem found."""
+    if not isinstance(data, dict):
+        raise PolicyError(
+            f"{source} is invalid",
+            [Problem("", "must be a YAML mapping with apiVersion: promgate/v1",
+                     "start from examples/policy.yaml", source)],
+        )
+    try:
+        policy = PromotionPolicy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(
+            f"{source} is invalid", problems_from(exc, source, "see examples/policy.yaml")
+        ) from None
+    problems = graph_problems(policy, source)
+    if problems:
+        raise PolicyError(f"{source} is invalid", problems)
+    return policy
+
+
+def load_policy(path: Path | str) -> PromotionPolicy:
+    """Read a policy file; syntax errors name the line and column."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(
+            f"cannot read {path}", [Problem("", exc.strerror or str(exc), "", str(path))]
+        ) from None
+    return parse_policy_text(text, str(path))
+
+
+def parse_policy_text(text: str, source: str) -> PromotionPolicy:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PolicyError(
+            f"{source} is not valid YAML", [Problem(where, str(problem), "fix the YAML", source)]
+        ) from None
+    return parse_policy(data, source)
