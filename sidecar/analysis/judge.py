@@ -79,7 +79,9 @@ class StepVerdict:
     def reason(self) -> str:
         """The sentence that explains the decision, built from the deciding gates."""
         deciding = {
-            Decision.ROLLBACK: [g for g in self.gates if g.classification is Classification.PERSISTENT],
+            Decision.ROLLBACK: [
+                g for g in self.gates if g.classification is Classification.PERSISTENT
+            ],
             Decision.HOLD: [g for g in self.gates if g.result is GateResult.UNAVAILABLE],
             Decision.WAIT: [g for g in self.gates if g.result is not GateResult.PASS],
             Decision.PASS: list(self.gates),
@@ -112,25 +114,45 @@ def judge_threshold(
     baseline_value = baseline.value if baseline.is_value else None
 
     def verdict(
-        result: GateResult, reason: str, *, threshold: float | None = None,
-        classification: Classification | None = None, hard: bool = False,
+        result: GateResult,
+        reason: str,
+        *,
+        threshold: float | None = None,
+        classification: Classification | None = None,
+        hard: bool = False,
     ) -> GateVerdict:
-        return GateVerdict(gate.name, result, classification, candidate.value, baseline_value,
-                           threshold, hard, f"{gate.name}: {reason}", evidence.candidate_requests)
+        return GateVerdict(
+            gate.name,
+            result,
+            classification,
+            candidate.value,
+            baseline_value,
+            threshold,
+            hard,
+            f"{gate.name}: {reason}",
+            evidence.candidate_requests,
+        )
 
     if MeasurementKind.PROVIDER_ERROR in (candidate.kind, baseline.kind):
         failed = candidate if candidate.kind is MeasurementKind.PROVIDER_ERROR else baseline
-        return verdict(GateResult.UNAVAILABLE, f"analysis unavailable ({failed.detail})",
-                       classification=Classification.TRANSIENT)
+        return verdict(
+            GateResult.UNAVAILABLE,
+            f"analysis unavailable ({failed.detail})",
+            classification=Classification.TRANSIENT,
+        )
     if candidate.value is None:
         return verdict(GateResult.NO_DATA, f"no data for the candidate ({candidate.detail})")
     value = candidate.value
 
     hard_bound = _hard_bound(gate, baseline_value)
     if hard_bound is not None and value > hard_bound:
-        return verdict(GateResult.BREACH,
-                       f"{value:.4g} exceeds the hard guard {hard_bound:.4g}; rolling back at once",
-                       threshold=hard_bound, classification=Classification.PERSISTENT, hard=True)
+        return verdict(
+            GateResult.BREACH,
+            f"{value:.4g} exceeds the hard guard {hard_bound:.4g}; rolling back at once",
+            threshold=hard_bound,
+            classification=Classification.PERSISTENT,
+            hard=True,
+        )
 
     bound, below = _bound(gate, baseline_value)
     breached = bound is not None and (value < bound if below else value > bound)
@@ -201,9 +223,7 @@ def counter_increase(previous: float | None, current: float) -> float:
     return current if current < previous else current - previous
 
 
-def ratio_evidence(
-    bad: float, total: float, min_requests: int
-) -> Measurement:
+def ratio_evidence(bad: float, total: float, min_requests: int) -> Measurement:
     """bad/total as a measurement; fewer than ``min_requests`` is no data, not a pass."""
     if total < min_requests:
         return Measurement.no_data(f"{total:g} requests, need {min_requests}")

@@ -164,7 +164,11 @@ class ReleaseManifest(_Model):
         except json.JSONDecodeError as exc:
             raise ManifestError(
                 f"{path} is not JSON",
-                [Problem(f"line {exc.lineno} column {exc.colno}", exc.msg, "fix the JSON", str(path))],
+                [
+                    Problem(
+                        f"line {exc.lineno} column {exc.colno}", exc.msg, "fix the JSON", str(path)
+                    )
+                ],
             ) from None
         return cls.from_data(data, source=str(path))
 

@@ -26,8 +26,10 @@ def _vulnerability_failures(manifest: ReleaseManifest, gates: MetadataGates) -> 
         return []
     found = manifest.checks.vulnerabilities
     if found is None:
-        return ["checks.vulnerabilities is missing, but this stage limits vulnerabilities: "
-                "add the image scan's counts to the manifest"]
+        return [
+            "checks.vulnerabilities is missing, but this stage limits vulnerabilities: "
+            "add the image scan's counts to the manifest"
+        ]
     failures = []
     for severity in _SEVERITIES:
         limit = gates.max_vulnerabilities.get(severity)  # type: ignore[call-overload]
@@ -44,12 +46,16 @@ def _provenance_failures(manifest: ReleaseManifest, gates: MetadataGates) -> lis
     if not gates.require_provenance:
         return []
     if manifest.provenance is None:
-        return ["provenance is missing, but this stage requires SLSA provenance: "
-                "attach the build's provenance summary to the manifest"]
+        return [
+            "provenance is missing, but this stage requires SLSA provenance: "
+            "attach the build's provenance summary to the manifest"
+        ]
     if manifest.provenance.subject_digest != manifest.artifact_ref.digest:
-        return [f"provenance.subjectDigest {manifest.provenance.subject_digest} does not match "
-                f"the artifact's digest {manifest.artifact_ref.digest}: the provenance belongs "
-                "to another image"]
+        return [
+            f"provenance.subjectDigest {manifest.provenance.subject_digest} does not match "
+            f"the artifact's digest {manifest.artifact_ref.digest}: the provenance belongs "
+            "to another image"
+        ]
     return []
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,15 +18,12 @@ from pydantic import (
     model_validator,
 )
 
+from sidecar.analysis.queries import KNOWN_PLACEHOLDERS, placeholders
 from sidecar.domain.validation import problems_from
 from sidecar.errors import PolicyError, Problem
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_PROM_PLACEHOLDERS = frozenset(
-    {"service", "stage", "digest", "tag", "version", "repository", "role", "window"}
-)
-_PLACEHOLDER = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 
 
 def parse_duration(value: Any) -> float:
@@ -79,7 +77,7 @@ class Canary(_Model):
     @field_validator("steps")
     @classmethod
     def _increasing(cls, steps: list[int]) -> list[int]:
-        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+        if any(b <= a for a, b in pairwise(steps)):
             raise ValueError("weights must increase step by step, e.g. [10, 25, 50, 100]")
         return steps
 
@@ -153,9 +151,9 @@ class SloGate(_Model):
         if self.ratio is not None and self.min is not None:
             raise ValueError("min makes no sense for a bad/total ratio; use max")
         for template in self.templates():
-            unknown = {a or b for a, b in _PLACEHOLDER.findall(template)} - _PROM_PLACEHOLDERS
+            unknown = placeholders(template) - KNOWN_PLACEHOLDERS
             if unknown:
-                known = ", ".join(f"${p}" for p in sorted(_PROM_PLACEHOLDERS))
+                known = ", ".join(f"${p}" for p in sorted(KNOWN_PLACEHOLDERS))
                 raise ValueError(f"unknown placeholder(s) {sorted(unknown)}; known: {known}")
         return self
 
@@ -245,25 +243,41 @@ def graph_problems(policy: PromotionPolicy, source: str) -> list[Problem]:
     for index, stage in enumerate(policy.stages):
         if names.count(stage.name) > 1:
             problems.append(
-                Problem(f"stages[{index}].name", f"stage {stage.name!r} is defined twice",
-                        "give every stage a unique name", source)
+                Problem(
+                    f"stages[{index}].name",
+                    f"stage {stage.name!r} is defined twice",
+                    "give every stage a unique name",
+                    source,
+                )
             )
         for r_index, required in enumerate(stage.requires):
             if required not in names:
                 problems.append(
-                    Problem(f"stages[{index}].requires[{r_index}]",
-                            f"unknown stage {required!r}", f"use one of {names}", source)
+                    Problem(
+                        f"stages[{index}].requires[{r_index}]",
+                        f"unknown stage {required!r}",
+                        f"use one of {names}",
+                        source,
+                    )
                 )
             elif required == stage.name:
                 problems.append(
-                    Problem(f"stages[{index}].requires[{r_index}]", "a stage cannot require itself",
-                            "remove it", source)
+                    Problem(
+                        f"stages[{index}].requires[{r_index}]",
+                        "a stage cannot require itself",
+                        "remove it",
+                        source,
+                    )
                 )
     cycle = _find_cycle({s.name: [r for r in s.requires if r in names] for s in policy.stages})
     if cycle:
         problems.append(
-            Problem("stages", "requirements form a cycle: " + " -> ".join(cycle),
-                    "break the cycle so promotions have a first stage", source)
+            Problem(
+                "stages",
+                "requirements form a cycle: " + " -> ".join(cycle),
+                "break the cycle so promotions have a first stage",
+                source,
+            )
         )
     return problems
 
@@ -274,7 +288,7 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str]:
 
     def visit(node: str) -> list[str]:
         if node in visiting:
-            return [*visiting[visiting.index(node):], node]
+            return [*visiting[visiting.index(node) :], node]
         if node in done:
             return []
         visiting.append(node)
@@ -298,8 +312,14 @@ def parse_policy(data: Any, source: str = "policy") -> PromotionPolicy:
     if not isinstance(data, dict):
         raise PolicyError(
             f"{source} is invalid",
-            [Problem("", "must be a YAML mapping with apiVersion: promgate/v1",
-                     "start from examples/policy.yaml", source)],
+            [
+                Problem(
+                    "",
+                    "must be a YAML mapping with apiVersion: promgate/v1",
+                    "start from examples/policy.yaml",
+                    source,
+                )
+            ],
         )
     try:
         policy = PromotionPolicy.model_validate(data)

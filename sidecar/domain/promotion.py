@@ -82,6 +82,7 @@ class Promotion:
     updated_at: float = 0.0
     baseline: ArtifactRef | None = None
     baseline_upstream: str | None = None
+    baseline_version: str = ""
     reason: str = ""
     classification: str | None = None
     actuation_seq: int = 0
@@ -114,7 +115,9 @@ class Promotion:
     def from_dict(cls, data: dict[str, Any]) -> Promotion:
         values = dict(data)
         values["artifact"] = ArtifactRef.parse(values["artifact"])
-        values["baseline"] = ArtifactRef.parse(values["baseline"]) if values.get("baseline") else None
+        values["baseline"] = (
+            ArtifactRef.parse(values["baseline"]) if values.get("baseline") else None
+        )
         values["phase"] = Phase(values["phase"])
         return cls(**values)
 

@@ -59,7 +59,9 @@ def track_evidence(promotion: Promotion, verdict: StepVerdict, now: float) -> Pr
     )
 
 
-def guard(promotion: Promotion, verdict: StepVerdict, analysis: Analysis, now: float) -> Action | None:
+def guard(
+    promotion: Promotion, verdict: StepVerdict, analysis: Analysis, now: float
+) -> Action | None:
     """The actions every strategy takes alike, or None when the step may go on.
 
     Only a persistent breach rolls back. A provider error holds, and aborts only after

@@ -20,8 +20,12 @@ class BlueGreenStrategy:
     analysis: Analysis
 
     def start(self, promotion: Promotion) -> Action:
-        return Action(ActionKind.SET_WEIGHT, weight=0, step_index=0,
-                      reason="preview: candidate reachable with X-Promgate-Preview: 1")
+        return Action(
+            ActionKind.SET_WEIGHT,
+            weight=0,
+            step_index=0,
+            reason="preview: candidate reachable with X-Promgate-Preview: 1",
+        )
 
     def next_action(self, promotion: Promotion, verdict: StepVerdict, now: float) -> Action:
         guarded = guard(promotion, verdict, self.analysis, now)
@@ -29,10 +33,17 @@ class BlueGreenStrategy:
             return guarded
         if promotion.phase is Phase.POST_PROMOTION:
             if step_elapsed(promotion, self.spec.post_promotion, now):
-                return Action(ActionKind.PROMOTE, weight=100,
-                              reason=f"post-promotion analysis passed: {verdict.reason}")
+                return Action(
+                    ActionKind.PROMOTE,
+                    weight=100,
+                    reason=f"post-promotion analysis passed: {verdict.reason}",
+                )
             return Action(ActionKind.WAIT, reason="post-promotion analysis in progress")
         if step_elapsed(promotion, self.spec.preview, now):
-            return Action(ActionKind.SWITCH, weight=100, step_index=1,
-                          reason=f"preview analysis passed: {verdict.reason}")
+            return Action(
+                ActionKind.SWITCH,
+                weight=100,
+                step_index=1,
+                reason=f"preview analysis passed: {verdict.reason}",
+            )
         return Action(ActionKind.WAIT, reason="preview analysis in progress")

@@ -16,8 +16,12 @@ class CanaryStrategy:
     analysis: Analysis
 
     def start(self, promotion: Promotion) -> Action:
-        return Action(ActionKind.SET_WEIGHT, weight=self.spec.steps[0], step_index=0,
-                      reason=f"step 1 of {len(self.spec.steps)}")
+        return Action(
+            ActionKind.SET_WEIGHT,
+            weight=self.spec.steps[0],
+            step_index=0,
+            reason=f"step 1 of {len(self.spec.steps)}",
+        )
 
     def next_action(self, promotion: Promotion, verdict: StepVerdict, now: float) -> Action:
         guarded = guard(promotion, verdict, self.analysis, now)
@@ -27,8 +31,11 @@ class CanaryStrategy:
             return Action(ActionKind.WAIT, reason="step in progress; gates pass")
         following = promotion.step_index + 1
         if following >= len(self.spec.steps) or self.spec.steps[promotion.step_index] >= 100:
-            return Action(ActionKind.PROMOTE, weight=100,
-                          reason=f"all {len(self.spec.steps)} steps passed: {verdict.reason}")
+            return Action(
+                ActionKind.PROMOTE,
+                weight=100,
+                reason=f"all {len(self.spec.steps)} steps passed: {verdict.reason}",
+            )
         return Action(
             ActionKind.SET_WEIGHT,
             weight=self.spec.steps[following],

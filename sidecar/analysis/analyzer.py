@@ -1,0 +1,192 @@
+"""Runs one evaluation of a step's SLO gates: queries concurrently, then judges.
+
+Ratio gates read counters and judge their increase since the last reading that was
+judged. When the candidate has served fewer than ``minRequests`` since then, the reading
+is not consumed, so evidence accumulates across evaluations instead of being thrown away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import trace
+
+from sidecar.analysis.judge import (
+    Evidence,
+    GateResult,
+    GateVerdict,
+    Judge,
+    StepVerdict,
+    counter_increase,
+    decide,
+    ratio_evidence,
+)
+from sidecar.analysis.prometheus import MetricsSource
+from sidecar.analysis.queries import render
+from sidecar.domain.measurement import Measurement, MeasurementKind
+from sidecar.domain.policy import SloGate
+from sidecar.errors import QueryError
+
+Identity = Mapping[str, str]
+_RECENT_LIMIT = 64
+
+
+@dataclass
+class _Counters:
+    """The last judged (bad, total) reading of one role of one ratio gate."""
+
+    bad: float | None = None
+    total: float | None = None
+
+
+@dataclass
+class Analyzer:
+    """Evaluates gates for one promotion; keeps counter readings and recent results."""
+
+    source: MetricsSource
+    judge: Judge
+    gates: Sequence[SloGate]
+    tracer: trace.Tracer
+    _counters: dict[tuple[str, str], _Counters] = field(default_factory=dict)
+    _recent: dict[str, list[GateResult]] = field(default_factory=dict)
+
+    async def evaluate(
+        self, candidate: Identity, baseline: Identity | None, parent: Any = None
+    ) -> StepVerdict:
+        """Measure and judge every gate once; a gate's failure never hides the others."""
+        with self.tracer.start_as_current_span("promgate.evaluate", context=parent) as span:
+            verdicts = await asyncio.gather(
+                *(self._gate(gate, candidate, baseline) for gate in self.gates)
+            )
+            step = decide(verdicts)
+            span.set_attribute("promgate.decision", step.decision.value)
+            return step
+
+    async def _gate(
+        self, gate: SloGate, candidate: Identity, baseline: Identity | None
+    ) -> GateVerdict:
+        with self.tracer.start_as_current_span("promgate.gate") as span:
+            span.set_attribute("promgate.gate.name", gate.name)
+            if gate.ratio is not None:
+                evidence = await self._ratio(gate, candidate, baseline)
+            else:
+                evidence = await self._value(gate, candidate, baseline)
+            recent = self._recent.setdefault(gate.name, [])
+            verdict = self.judge.judge(gate, evidence, recent)
+            recent.append(verdict.result)
+            del recent[:-_RECENT_LIMIT]
+            _annotate(span, verdict)
+            return verdict
+
+    async def _value(
+        self, gate: SloGate, candidate: Identity, baseline: Identity | None
+    ) -> Evidence:
+        assert gate.query is not None
+        window = {"window": f"{gate.window:g}s"}
+        measured = await asyncio.gather(
+            self._query(gate.query, {**candidate, **window}),
+            self._query(gate.query, {**baseline, **window}) if baseline else _no_baseline(),
+        )
+        return Evidence(candidate=measured[0], baseline=measured[1])
+
+    async def _ratio(
+        self, gate: SloGate, candidate: Identity, baseline: Identity | None
+    ) -> Evidence:
+        assert gate.ratio is not None
+        queries = [self._query(gate.ratio.bad, candidate), self._query(gate.ratio.total, candidate)]
+        if baseline:
+            queries += [
+                self._query(gate.ratio.bad, baseline),
+                self._query(gate.ratio.total, baseline),
+            ]
+        readings = await asyncio.gather(*queries)
+        failed = [m for m in readings if m.kind is MeasurementKind.PROVIDER_ERROR]
+        if failed:
+            return Evidence(candidate=failed[0], baseline=failed[0])
+        cand_bad, cand_total, cand_n = self._increase(gate, "candidate", readings[0], readings[1])
+        base_bad, _, base_n = (
+            self._increase(gate, "baseline", readings[2], readings[3])
+            if baseline
+            else (0.0, Measurement.no_data(), None)
+        )
+        if cand_n is None or cand_n < gate.min_requests:
+            missing = (
+                cand_total
+                if cand_n is None
+                else Measurement.no_data(
+                    f"{cand_n:g} requests since the last judged reading, need {gate.min_requests}"
+                )
+            )
+            return Evidence(
+                candidate=missing, baseline=Measurement.no_data(), candidate_requests=cand_n
+            )
+        self._consume(gate, "candidate", readings[0], readings[1])
+        if baseline:
+            self._consume(gate, "baseline", readings[2], readings[3])
+        return Evidence(
+            candidate=ratio_evidence(cand_bad, cand_n, gate.min_requests),
+            baseline=ratio_evidence(base_bad, base_n, 1)
+            if base_n
+            else Measurement.no_data("no baseline traffic"),
+            candidate_requests=cand_n,
+            baseline_requests=base_n,
+        )
+
+    def _increase(
+        self, gate: SloGate, role: str, bad: Measurement, total: Measurement
+    ) -> tuple[float, Measurement, float | None]:
+        """(bad increase, total measurement, total increase or None before a first reading).
+
+        An empty ``bad`` result means no bad event was ever recorded: it counts as zero.
+        """
+        if total.value is None:
+            return 0.0, total, None
+        last = self._counters.get((gate.name, role))
+        if last is None or last.total is None:
+            self._counters[(gate.name, role)] = _Counters(bad.value or 0.0, total.value)
+            return 0.0, Measurement.no_data("first reading; counting starts now"), None
+        return (
+            counter_increase(last.bad, bad.value or 0.0),
+            total,
+            counter_increase(last.total, total.value),
+        )
+
+    def _consume(self, gate: SloGate, role: str, bad: Measurement, total: Measurement) -> None:
+        if total.value is not None:
+            self._counters[(gate.name, role)] = _Counters(bad.value or 0.0, total.value)
+
+    async def _query(self, template: str, identity: Identity) -> Measurement:
+        try:
+            promql = render(template, identity)
+        except QueryError as exc:
+            return Measurement.provider_error(str(exc))
+        with self.tracer.start_as_current_span("promgate.prometheus.query") as span:
+            span.set_attribute("db.system.name", "prometheus")
+            span.set_attribute("db.query.text", promql)
+            span.set_attribute("promgate.role", identity.get("role", ""))
+            measurement = await self.source.query(promql)
+            span.set_attribute("promgate.measurement", measurement.kind.value)
+            if measurement.value is not None:
+                span.set_attribute("promgate.value", measurement.value)
+            return measurement
+
+
+async def _no_baseline() -> Measurement:
+    return Measurement.no_data("no baseline")
+
+
+def _annotate(span: trace.Span, verdict: GateVerdict) -> None:
+    span.set_attribute("promgate.gate.result", verdict.result.value)
+    if verdict.classification is not None:
+        span.set_attribute("promgate.gate.classification", verdict.classification.value)
+    for key, value in (
+        ("value", verdict.value),
+        ("threshold", verdict.threshold),
+        ("baseline", verdict.baseline),
+        ("requests", verdict.requests),
+    ):
+        if value is not None:
+            span.set_attribute(f"promgate.gate.{key}", value)

@@ -1,0 +1,171 @@
+"""What the engine works with, and the one place that changes a promotion's state.
+
+Every state change goes through :meth:`EngineContext.move`: save the new state (with a
+new actuation sequence number when traffic must change), append an event, then make the
+actuator match. After a crash, :meth:`ensure_applied` finishes an actuation that was
+saved but not applied, and never repeats one that was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import trace
+
+from sidecar.actuators.base import TrafficActuator
+from sidecar.analysis.prometheus import MetricsSource
+from sidecar.domain.policy import PromotionPolicy
+from sidecar.domain.promotion import Phase, Promotion, StableRelease
+from sidecar.engine.clock import Clock
+from sidecar.engine.traffic import desired_traffic
+from sidecar.errors import ActuationError
+from sidecar.ledger.base import Ledger
+from sidecar.telemetry.logging import get_logger
+from sidecar.telemetry.metrics import Recorder
+from sidecar.telemetry.tracing import promotion_parent, release_attributes
+
+_log = get_logger("engine")
+
+
+@dataclass
+class EventBus:
+    """Wakes API streams when a promotion's event log grows."""
+
+    _changed: dict[str, asyncio.Event] = field(default_factory=dict)
+
+    def notify(self, promotion_id: str) -> None:
+        event = self._changed.pop(promotion_id, None)
+        if event is not None:
+            event.set()
+
+    async def wait(self, promotion_id: str, timeout_s: float) -> None:
+        event = self._changed.setdefault(promotion_id, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout_s)
+
+
+@dataclass
+class EngineContext:
+    policy: PromotionPolicy
+    ledger: Ledger
+    actuator: TrafficActuator
+    source: MetricsSource
+    recorder: Recorder
+    tracer: trace.Tracer
+    clock: Clock
+    bus: EventBus = field(default_factory=EventBus)
+    on_finished: Callable[[Promotion], None] | None = None
+
+    async def event(self, promotion: Promotion, kind: str, data: dict[str, Any]) -> None:
+        await self.ledger.append_event(promotion.id, kind, data, self.clock.now())
+        self.bus.notify(promotion.id)
+
+    async def move(
+        self,
+        promotion: Promotion,
+        *,
+        event: str,
+        data: dict[str, Any] | None = None,
+        actuate: bool = True,
+        **changes: Any,
+    ) -> Promotion:
+        """Save ``changes``, log ``event``, and shift traffic if the split changed."""
+        moved = promotion.evolve(updated_at=self.clock.now(), **changes)
+        traffic_changed = actuate and desired_traffic(moved) != desired_traffic(
+            promotion.evolve(actuation_seq=moved.actuation_seq)
+        )
+        if traffic_changed:
+            moved = moved.evolve(actuation_seq=promotion.actuation_seq + 1)
+        await self.ledger.save(moved)
+        payload = {
+            "phase": moved.phase.value,
+            "weight": moved.weight,
+            "step": moved.step_index,
+            **(data or {}),
+        }
+        if moved.reason and moved.reason != promotion.reason:
+            payload.setdefault("reason", moved.reason)
+        await self.event(moved, event, payload)
+        self.recorder.progress(moved)
+        if traffic_changed:
+            await self.ensure_applied(moved)
+        if moved.phase is Phase.PROMOTED:
+            await self._record_stable(moved)
+        if moved.phase.terminal and not promotion.phase.terminal:
+            self.recorder.finished(moved)
+            if self.on_finished is not None:
+                self.on_finished(moved)
+        return moved
+
+    async def ensure_applied(self, promotion: Promotion) -> None:
+        """Apply the promotion's traffic split unless the ledger says it already was."""
+        desired = desired_traffic(promotion)
+        if desired is None:
+            return
+        applied = await self.ledger.traffic(promotion.service, promotion.stage)
+        if (
+            applied is not None
+            and applied.promotion_id == desired.promotion_id
+            and applied.sequence >= desired.sequence
+        ):
+            return
+        with self.tracer.start_as_current_span(
+            "promgate.actuate",
+            context=promotion_parent(promotion),
+            attributes={
+                **release_attributes(promotion),
+                "promgate.sequence": desired.sequence,
+                "promgate.weight": promotion.weight,
+            },
+        ) as span:
+            try:
+                await self.actuator.apply(desired)
+            except ActuationError as exc:
+                span.record_exception(exc)
+                self.recorder.actuation(promotion, ok=False)
+                _log.error(
+                    "actuation failed",
+                    extra={
+                        "promotion": promotion.id,
+                        "sequence": desired.sequence,
+                        "error": str(exc),
+                    },
+                )
+                raise
+        self.recorder.actuation(promotion, ok=True)
+        await self.ledger.save_traffic(desired)
+        await self.event(
+            promotion,
+            "actuation",
+            {
+                "sequence": desired.sequence,
+                "backends": [
+                    {"digest": b.digest, "weight": b.weight, "role": b.role}
+                    for b in desired.backends
+                ],
+                "preview": desired.preview.digest if desired.preview else None,
+            },
+        )
+
+    async def _record_stable(self, promotion: Promotion) -> None:
+        history = await self.ledger.stable_history(promotion.service, promotion.stage)
+        if history and history[-1].promotion_id == promotion.id:
+            return
+        await self.ledger.push_stable(
+            StableRelease(
+                promotion.service,
+                promotion.stage,
+                promotion.artifact,
+                promotion.candidate_upstream,
+                promotion.id,
+                self.clock.now(),
+                promotion.version,
+            )
+        )
+        self.recorder.stable_digest(
+            promotion.service, promotion.stage, promotion.artifact.digest, promotion.version
+        )

@@ -1,0 +1,330 @@
+"""Admits releases, runs one task per active promotion, and carries out people's commands.
+
+Admission refuses a release before any traffic moves when its identity or metadata break
+a rule; refusals are stored too, so every decision can be explained later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sidecar.domain.manifest import ReleaseManifest
+from sidecar.domain.metadata_gates import metadata_failures
+from sidecar.domain.policy import Stage
+from sidecar.domain.promotion import Phase, Promotion, PromotionEvent, StableRelease
+from sidecar.engine.context import EngineContext
+from sidecar.engine.runner import PromotionRunner
+from sidecar.engine.traffic import stable_traffic
+from sidecar.errors import (
+    ConflictError,
+    InputError,
+    MetadataGateError,
+    NotFoundError,
+    RefusedError,
+    StageOrderError,
+    TagMutationError,
+)
+from sidecar.telemetry.logging import get_logger
+from sidecar.telemetry.tracing import (
+    link_from_traceparent,
+    release_attributes,
+    traceparent_of,
+)
+
+_log = get_logger("controller")
+
+
+class Controller:
+    """The engine's front door; the API and CLI talk only to this."""
+
+    def __init__(self, ctx: EngineContext) -> None:
+        self.ctx = ctx
+        self._tasks: dict[str, asyncio.Task[Promotion]] = {}
+        self._runners: dict[str, PromotionRunner] = {}
+        self._started = False
+
+    @property
+    def ready(self) -> bool:
+        return self._started
+
+    async def start(self) -> None:
+        """Restore every actuator's last split, then resume every active promotion."""
+        for state in await self.ctx.ledger.all_traffic():
+            await self.ctx.actuator.restore(state)
+        for promotion in await self.ctx.ledger.list(active=True):
+            await self.ctx.event(
+                promotion,
+                "resumed",
+                {
+                    "phase": promotion.phase.value,
+                    "step": promotion.step_index,
+                    "weight": promotion.weight,
+                },
+            )
+            _log.info(
+                "resuming promotion",
+                extra={"promotion": promotion.id, "step": promotion.step_index},
+            )
+            self._spawn(promotion)
+        self._started = True
+
+    async def stop(self) -> None:
+        """Cancel the runners; their state is saved, so the next start resumes them."""
+        self._started = False
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def create(
+        self, manifest_data: Any, stage_name: str, *, upstream: str = "", actor: str = "cli"
+    ) -> Promotion:
+        """Admit a release for a stage and start promoting it; refusals raise."""
+        manifest = ReleaseManifest.from_data(manifest_data)
+        stage = self._stage(stage_name)
+        artifact = manifest.artifact_ref
+        now = self.ctx.clock.now()
+        history = await self.ctx.ledger.stable_history(manifest.service, stage.name)
+        stable = history[-1] if history else None
+        promotion = Promotion(
+            id=uuid.uuid4().hex[:12],
+            service=manifest.service,
+            stage=stage.name,
+            artifact=artifact,
+            version=manifest.version,
+            policy_version=self.ctx.policy.version,
+            strategy=stage.strategy.kind,
+            candidate_upstream=upstream,
+            manifest=manifest.to_json_dict(),
+            created_at=now,
+            updated_at=now,
+            baseline=stable.artifact if stable else None,
+            baseline_upstream=stable.upstream if stable else None,
+            baseline_version=stable.version if stable else "",
+        )
+        span = self.ctx.tracer.start_span(
+            "promgate.promotion",
+            attributes=release_attributes(promotion),
+            links=link_from_traceparent(manifest.build.traceparent),
+        )
+        promotion = promotion.evolve(traceparent=traceparent_of(span))
+        try:
+            await self._admit(promotion, manifest, stage, stable)
+        except RefusedError as exc:
+            span.set_attribute("promgate.outcome", "refused")
+            span.end()
+            await self._store_refusal(promotion, exc)
+            raise
+        await self.ctx.ledger.create(promotion)
+        await self.ctx.event(
+            promotion,
+            "created",
+            {
+                "artifact": str(artifact),
+                "version": manifest.version,
+                "actor": actor,
+                "policy_version": promotion.policy_version,
+                "strategy": promotion.strategy,
+                "baseline": str(promotion.baseline) if promotion.baseline else None,
+            },
+        )
+        self._spawn(promotion, span)
+        return promotion
+
+    async def _admit(
+        self,
+        promotion: Promotion,
+        manifest: ReleaseManifest,
+        stage: Stage,
+        stable: StableRelease | None,
+    ) -> None:
+        artifact = promotion.artifact
+        if stable is not None and stable.artifact.digest == artifact.digest:
+            raise ConflictError(
+                f"{artifact.digest} is already the stable release of {promotion.service} in "
+                f"{stage.name}; nothing to promote"
+            )
+        try:
+            await self.ctx.ledger.remember_tag(artifact)
+        except TagMutationError:
+            self.ctx.recorder.tag_mutation(artifact.repository)
+            raise
+        done = await self.ctx.ledger.promoted_stages(promotion.service, artifact.digest)
+        missing = [required for required in stage.requires if required not in done]
+        if missing:
+            raise StageOrderError(
+                f"stage {stage.name} requires {artifact.short_digest} to be promoted in "
+                f"{', '.join(missing)} first; promote it there, then here"
+            )
+        failures = metadata_failures(manifest, stage.gates.metadata)
+        if failures:
+            raise MetadataGateError(
+                f"metadata gates of stage {stage.name} refused the release:\n  - "
+                + "\n  - ".join(failures)
+            )
+
+    async def _store_refusal(self, promotion: Promotion, error: RefusedError) -> None:
+        reason = type(error).__name__.removesuffix("Error").lower()
+        self.ctx.recorder.refused(promotion.service, promotion.stage, reason)
+        refused = promotion.evolve(phase=Phase.REFUSED, reason=str(error))
+        await self.ctx.ledger.create(refused)
+        await self.ctx.event(refused, "refused", {"reason": str(error), "rule": reason})
+        _log.info(
+            "release refused",
+            extra={
+                "promotion": refused.id,
+                "rule": reason,
+                "reason": str(error),
+                "digest": promotion.artifact.digest,
+            },
+        )
+
+    def _spawn(self, promotion: Promotion, root_span: Any = None) -> None:
+        runner = PromotionRunner(self.ctx, promotion)
+        if promotion.approved_by is not None:
+            runner.approved.set()
+
+        async def run() -> Promotion:
+            try:
+                return await runner.run()
+            finally:
+                if root_span is not None:
+                    root_span.set_attribute("promgate.outcome", runner.promotion.phase.value)
+                    root_span.end()
+                self._tasks.pop(promotion.id, None)
+                self._runners.pop(promotion.id, None)
+
+        self._runners[promotion.id] = runner
+        self._tasks[promotion.id] = asyncio.create_task(run(), name=f"promotion-{promotion.id}")
+
+    def _stage(self, name: str) -> Stage:
+        try:
+            return self.ctx.policy.stage(name)
+        except KeyError as exc:
+            raise InputError(str(exc.args[0])) from None
+
+    async def get(self, promotion_id: str) -> Promotion:
+        return await self.ctx.ledger.get(promotion_id)
+
+    async def list(
+        self, *, service: str | None = None, stage: str | None = None, active: bool | None = None
+    ) -> Sequence[Promotion]:
+        return await self.ctx.ledger.list(service=service, stage=stage, active=active)
+
+    async def events(self, promotion_id: str, after: int = 0) -> Sequence[PromotionEvent]:
+        return await self.ctx.ledger.events(promotion_id, after)
+
+    async def wait_events(
+        self, promotion_id: str, after: int, timeout_s: float
+    ) -> Sequence[PromotionEvent]:
+        """Events after ``after``, waiting up to ``timeout_s`` for the first new one."""
+        events = await self.events(promotion_id, after)
+        if not events:
+            await self.ctx.bus.wait(promotion_id, timeout_s)
+            events = await self.events(promotion_id, after)
+        return events
+
+    async def wait_finished(self, promotion_id: str) -> Promotion:
+        task = self._tasks.get(promotion_id)
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(task)
+        return await self.get(promotion_id)
+
+    async def approve(self, promotion_id: str, actor: str) -> Promotion:
+        promotion = await self.get(promotion_id)
+        if promotion.phase is not Phase.AWAITING_APPROVAL:
+            raise ConflictError(
+                f"promotion {promotion_id} is {promotion.phase.value}, not awaiting approval"
+            )
+        await self.ctx.ledger.audit(actor, "approve", promotion_id, self.ctx.clock.now())
+        approved = await self.ctx.move(
+            promotion, event="approved", data={"actor": actor}, approved_by=actor
+        )
+        runner = self._runners.get(promotion_id)
+        if runner is not None:
+            runner.approved.set()
+        return approved
+
+    async def abort(self, promotion_id: str, actor: str, *, rollback: bool = False) -> Promotion:
+        """Stop an active promotion and send its traffic back to the stable release."""
+        promotion = await self.get(promotion_id)
+        if not promotion.active:
+            raise ConflictError(f"promotion {promotion_id} already ended: {promotion.phase.value}")
+        await self._cancel(promotion_id)
+        promotion = await self.get(promotion_id)
+        verb = "rolled back" if rollback else "aborted"
+        action = "rollback" if rollback else "abort"
+        await self.ctx.ledger.audit(actor, action, promotion_id, self.ctx.clock.now())
+        phase = Phase.ROLLED_BACK if rollback else Phase.ABORTED
+        if rollback:
+            self.ctx.recorder.rollback(promotion, "manual")
+        return await self.ctx.move(
+            promotion,
+            event=phase.value,
+            data={"actor": actor},
+            phase=phase,
+            weight=0,
+            reason=f"{verb} by {actor}",
+        )
+
+    async def rollback_stage(self, service: str, stage: str, actor: str) -> StableRelease:
+        """Go back one stable digest in (service, stage), also after a promotion completed."""
+        self._stage(stage)
+        active = await self.ctx.ledger.list(service=service, stage=stage, active=True)
+        if active:
+            raise ConflictError(
+                f"promotion {active[0].id} is active for {service} in {stage}; "
+                "abort or roll back that promotion instead"
+            )
+        history = await self.ctx.ledger.stable_history(service, stage)
+        if len(history) < 2:
+            raise NotFoundError(
+                f"{service} in {stage} has no earlier stable digest to roll back to"
+            )
+        previous = history[-2]
+        state = stable_traffic(
+            f"rollback-{uuid.uuid4().hex[:8]}", service, stage, previous.artifact, previous.upstream
+        )
+        await self.ctx.actuator.apply(state)
+        await self.ctx.ledger.save_traffic(state)
+        removed = await self.ctx.ledger.pop_stable(service, stage)
+        now = self.ctx.clock.now()
+        await self.ctx.ledger.audit(actor, "rollback", f"{service}/{stage}", now)
+        self.ctx.recorder.stable_digest(service, stage, previous.artifact.digest, previous.version)
+        for promotion in await self.ctx.ledger.list(service=service, stage=stage):
+            if promotion.id == removed.promotion_id:
+                await self.ctx.event(
+                    promotion,
+                    "rolled_back_after_promotion",
+                    {"actor": actor, "to": str(previous.artifact), "from": str(removed.artifact)},
+                )
+                self.ctx.recorder.rollback(promotion, "manual")
+        _log.info(
+            "stage rolled back",
+            extra={
+                "service": service,
+                "stage": stage,
+                "actor": actor,
+                "from": removed.artifact.digest,
+                "to": previous.artifact.digest,
+            },
+        )
+        return previous
+
+    async def stable_history(self, service: str, stage: str) -> Sequence[StableRelease]:
+        return await self.ctx.ledger.stable_history(service, stage)
+
+    async def _cancel(self, promotion_id: str) -> None:
+        task = self._tasks.get(promotion_id)
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,223 @@
+"""The reconcile loop of one promotion: evaluate, decide, act, until a terminal phase."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from sidecar.analysis.analyzer import Analyzer
+from sidecar.analysis.judge import StepVerdict, ThresholdJudge
+from sidecar.domain.policy import Stage
+from sidecar.domain.promotion import Phase, Promotion
+from sidecar.engine.context import EngineContext
+from sidecar.errors import ActuationError
+from sidecar.strategies.base import Action, ActionKind, Strategy, track_evidence
+from sidecar.strategies.factory import build_strategy
+from sidecar.telemetry.logging import get_logger
+from sidecar.telemetry.tracing import promotion_parent
+
+_log = get_logger("decision")
+
+_FINAL_PHASE = {
+    ActionKind.PROMOTE: Phase.PROMOTED,
+    ActionKind.ROLLBACK: Phase.ROLLED_BACK,
+    ActionKind.ABORT: Phase.ABORTED,
+    ActionKind.INCONCLUSIVE: Phase.INCONCLUSIVE,
+}
+
+
+@dataclass
+class PromotionRunner:
+    """Drives one promotion. Cancel the task to stop it; its state is always saved."""
+
+    ctx: EngineContext
+    promotion: Promotion
+    approved: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.stage: Stage = self.ctx.policy.stage(self.promotion.stage)
+        self.analysis = self.ctx.policy.analysis_for(self.stage)
+        self.strategy: Strategy = build_strategy(self.stage, self.analysis)
+        self.analyzer = Analyzer(
+            self.ctx.source,
+            ThresholdJudge(self.analysis.confirm),
+            self.stage.gates.slo,
+            self.ctx.tracer,
+        )
+
+    async def run(self) -> Promotion:
+        if self.promotion.phase is Phase.PENDING:
+            self.promotion = await self._begin(self.promotion)
+        while self.promotion.active:
+            try:
+                await self.ctx.ensure_applied(self.promotion)
+            except ActuationError:
+                await self.ctx.clock.sleep(self.analysis.interval)
+                continue
+            if self.promotion.phase is Phase.AWAITING_APPROVAL:
+                await self.approved.wait()
+                approved = await self.ctx.ledger.get(self.promotion.id)
+                self.promotion = await self.start_traffic(approved)
+                continue
+            await self.ctx.clock.sleep(self.analysis.interval)
+            await self._step()
+        return self.promotion
+
+    async def _begin(self, promotion: Promotion) -> Promotion:
+        if self.stage.approval.required and promotion.approved_by is None:
+            return await self.ctx.move(
+                promotion,
+                event="awaiting_approval",
+                phase=Phase.AWAITING_APPROVAL,
+                reason="stage requires approval before traffic moves",
+            )
+        return await self.start_traffic(promotion)
+
+    async def start_traffic(self, promotion: Promotion) -> Promotion:
+        """First traffic change; with no stable release yet, the candidate takes it all."""
+        now = self.ctx.clock.now()
+        if promotion.baseline is None:
+            return await self.ctx.move(
+                promotion,
+                event="promoted",
+                phase=Phase.PROMOTED,
+                weight=100,
+                step_started_at=now,
+                reason="first release of this stage: nothing to compare with",
+            )
+        action = self.strategy.start(promotion)
+        return await self.ctx.move(
+            promotion,
+            event="step",
+            data={"reason": action.reason},
+            phase=Phase.PROGRESSING,
+            weight=action.weight or 0,
+            step_index=0,
+            step_started_at=now,
+        )
+
+    async def _step(self) -> None:
+        promotion = self.promotion
+        started = self.ctx.clock.now()
+        verdict = await self.analyzer.evaluate(
+            _identity(promotion, "candidate"),
+            _baseline_identity(promotion),
+            promotion_parent(promotion),
+        )
+        now = self.ctx.clock.now()
+        tracked = track_evidence(promotion, verdict, now)
+        action = self.strategy.next_action(tracked, verdict, now)
+        self.ctx.recorder.gate_verdicts(promotion, verdict)
+        self.promotion = await self._act(tracked, action, verdict, now)
+        if action.kind not in (ActionKind.WAIT, ActionKind.HOLD):
+            self.ctx.recorder.decision_latency(promotion, self.ctx.clock.now() - started)
+        self._log(self.promotion, action, verdict)
+
+    async def _act(
+        self, promotion: Promotion, action: Action, verdict: StepVerdict, now: float
+    ) -> Promotion:
+        data: dict[str, Any] = {
+            "decision": verdict.decision.value,
+            "action": action.kind.value,
+            "gates": [g.to_dict() for g in verdict.gates],
+            "reason": action.reason,
+        }
+        kind = action.kind
+        if kind in (ActionKind.WAIT, ActionKind.HOLD):
+            return await self.ctx.move(promotion, event="verdict", data=data)
+        if kind is ActionKind.SET_WEIGHT:
+            return await self.ctx.move(
+                promotion,
+                event="step",
+                data=data,
+                weight=action.weight,
+                step_index=action.step_index,
+                step_started_at=now,
+            )
+        if kind is ActionKind.SWITCH:
+            return await self.ctx.move(
+                promotion,
+                event="switched",
+                data=data,
+                phase=Phase.POST_PROMOTION,
+                weight=100,
+                step_index=action.step_index,
+                step_started_at=now,
+            )
+        classification = "persistent" if kind is ActionKind.ROLLBACK else None
+        if kind is ActionKind.ROLLBACK:
+            hard = any(g.hard for g in verdict.gates)
+            self.ctx.recorder.rollback(promotion, "hard_guard" if hard else "persistent_breach")
+        extra = (
+            {"previous_kept_until": now + self.stage.strategy.blue_green.keep_previous}
+            if (kind is ActionKind.PROMOTE and self.stage.strategy.blue_green)
+            else {}
+        )
+        return await self.ctx.move(
+            promotion,
+            event=_FINAL_PHASE[kind].value,
+            data=data,
+            phase=_FINAL_PHASE[kind],
+            weight=100 if kind is ActionKind.PROMOTE else 0,
+            reason=action.reason,
+            classification=classification,
+            extra={**promotion.extra, **extra},
+        )
+
+    def _log(self, promotion: Promotion, action: Action, verdict: StepVerdict) -> None:
+        trace_id = (promotion.traceparent or "---").split("-")[1]
+        _log.info(
+            "decision",
+            extra={
+                "trace_id": trace_id,
+                "promotion": promotion.id,
+                "service": promotion.service,
+                "stage": promotion.stage,
+                "digest": promotion.artifact.digest,
+                "policy_version": promotion.policy_version,
+                "phase": promotion.phase.value,
+                "step": promotion.step_index,
+                "weight": promotion.weight,
+                "decision": verdict.decision.value,
+                "action": action.kind.value,
+                "reason": action.reason,
+                "gates": [
+                    {
+                        "gate": g.gate,
+                        "result": g.result.value,
+                        "value": g.value,
+                        "baseline": g.baseline,
+                        "threshold": g.threshold,
+                        "classification": g.classification.value if g.classification else None,
+                    }
+                    for g in verdict.gates
+                ],
+            },
+        )
+
+
+def _identity(promotion: Promotion, role: str) -> dict[str, str]:
+    return {
+        "service": promotion.service,
+        "stage": promotion.stage,
+        "role": role,
+        "digest": promotion.artifact.digest,
+        "tag": promotion.artifact.tag or "",
+        "version": promotion.version,
+        "repository": promotion.artifact.repository,
+    }
+
+
+def _baseline_identity(promotion: Promotion) -> dict[str, str] | None:
+    if promotion.baseline is None:
+        return None
+    return {
+        "service": promotion.service,
+        "stage": promotion.stage,
+        "role": "baseline",
+        "digest": promotion.baseline.digest,
+        "tag": promotion.baseline.tag or "",
+        "version": promotion.baseline_version,
+        "repository": promotion.baseline.repository,
+    }

@@ -1,0 +1,61 @@
+"""Pure: the traffic split a promotion's state calls for."""
+
+from __future__ import annotations
+
+from sidecar.actuators.base import Backend, TrafficState
+from sidecar.domain.artifact import ArtifactRef
+from sidecar.domain.promotion import Phase, Promotion
+
+_STABLE_AGAIN = frozenset({Phase.ROLLED_BACK, Phase.ABORTED, Phase.INCONCLUSIVE})
+_NO_TRAFFIC_YET = frozenset({Phase.PENDING, Phase.AWAITING_APPROVAL, Phase.REFUSED})
+
+
+def desired_traffic(promotion: Promotion) -> TrafficState | None:
+    """The split for the promotion's phase and weight; None where traffic is not its to set."""
+    if promotion.phase in _NO_TRAFFIC_YET:
+        return None
+    candidate = _backend(promotion.artifact, promotion.candidate_upstream, 0, "candidate")
+    stable = (
+        _backend(promotion.baseline, promotion.baseline_upstream or "", 0, "stable")
+        if promotion.baseline
+        else None
+    )
+    preview = None
+    if promotion.phase is Phase.PROMOTED or stable is None:
+        backends = [_weighted(candidate, 100)]
+    elif promotion.phase in _STABLE_AGAIN:
+        backends = [_weighted(stable, 100)]
+    elif promotion.phase is Phase.POST_PROMOTION:
+        backends = [_weighted(candidate, 100), stable]
+    elif promotion.strategy == "blue_green":
+        backends, preview = [_weighted(stable, 100)], candidate
+    else:
+        backends = [
+            _weighted(stable, 100 - promotion.weight),
+            _weighted(candidate, promotion.weight),
+        ]
+    return TrafficState(
+        promotion_id=promotion.id,
+        sequence=promotion.actuation_seq,
+        service=promotion.service,
+        stage=promotion.stage,
+        backends=tuple(backends),
+        preview=preview,
+    )
+
+
+def stable_traffic(
+    promotion_id: str, service: str, stage: str, artifact: ArtifactRef, upstream: str
+) -> TrafficState:
+    """All traffic to one stable release: a manual rollback after promotion."""
+    return TrafficState(
+        promotion_id, 1, service, stage, (_backend(artifact, upstream, 100, "stable"),)
+    )
+
+
+def _backend(artifact: ArtifactRef, upstream: str, weight: int, role: str) -> Backend:
+    return Backend(digest=artifact.digest, upstream=upstream, weight=weight, role=role)
+
+
+def _weighted(backend: Backend, weight: int) -> Backend:
+    return Backend(backend.digest, backend.upstream, weight, backend.role)
