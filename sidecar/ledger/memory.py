@@ -1,0 +1,156 @@
+"""An in-process ledger for tests and dry runs, where nothing may outlive the process.
+
+Every method runs without awaiting, so under asyncio each one is atomic, as a transaction
+of the SQLite ledger is.
+"""
+
+from __future__ import annotations
+
+import builtins  # MemoryLedger defines a method named `list`, which hides the type
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sidecar.actuators.base import TrafficState
+from sidecar.domain.artifact import ArtifactRef
+from sidecar.domain.promotion import Promotion, PromotionEvent, StableRelease
+from sidecar.ledger import rules
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One audited API action, kept so tests and dry runs can show who did what."""
+
+    at: float
+    actor: str
+    action: str
+    target: str
+
+
+@dataclass(frozen=True)
+class _StoredEvent:
+    at: float
+    kind: str
+    data: str  # JSON, so a caller mutating its dict cannot rewrite history
+
+
+class MemoryLedger:
+    """A :class:`~sidecar.ledger.base.Ledger` in dicts, with the SQLite ledger's rules."""
+
+    def __init__(self) -> None:
+        self._promotions: dict[str, str] = {}  # id -> JSON body, in creation order
+        self._events: dict[str, list[_StoredEvent]] = {}
+        self._tags: dict[tuple[str, str], str] = {}
+        self._stable: dict[tuple[str, str], list[StableRelease]] = {}
+        self._traffic: dict[tuple[str, str], TrafficState] = {}
+        self.audit_entries: list[AuditEntry] = []
+
+    async def open(self) -> None:
+        """Nothing to create: the state lives as long as this object."""
+
+    async def close(self) -> None:
+        """Nothing to release; the state stays readable, which helps tests inspect it."""
+
+    async def create(self, promotion: Promotion) -> None:
+        if promotion.id in self._promotions:
+            raise rules.duplicate_promotion(promotion.id)
+        if promotion.active:
+            for other in self._load_all():
+                if other.active and (other.service, other.stage) == (
+                    promotion.service,
+                    promotion.stage,
+                ):
+                    raise rules.active_conflict(promotion, other.id)
+        self._promotions[promotion.id] = self._dump(promotion)
+        self._events[promotion.id] = []
+
+    async def save(self, promotion: Promotion) -> None:
+        if promotion.id not in self._promotions:
+            raise rules.unknown_promotion(promotion.id)
+        self._promotions[promotion.id] = self._dump(promotion)
+
+    async def get(self, promotion_id: str) -> Promotion:
+        body = self._promotions.get(promotion_id)
+        if body is None:
+            raise rules.unknown_promotion(promotion_id)
+        return rules.load_promotion(f"promotion {promotion_id!r}", body)
+
+    async def list(
+        self, *, service: str | None = None, stage: str | None = None, active: bool | None = None
+    ) -> Sequence[Promotion]:
+        # Newest first; among equal creation times the later-created one first, as in SQLite.
+        found = sorted(reversed(self._load_all()), key=lambda p: p.created_at, reverse=True)
+        return [
+            p
+            for p in found
+            if (service is None or p.service == service)
+            and (stage is None or p.stage == stage)
+            and (active is None or p.active == active)
+        ]
+
+    async def append_event(
+        self, promotion_id: str, kind: str, data: dict[str, Any], at: float
+    ) -> PromotionEvent:
+        what = f"event {kind!r} of promotion {promotion_id!r}"
+        text = rules.dump(what, data)
+        log = self._log(promotion_id)
+        log.append(_StoredEvent(at, kind, text))
+        return PromotionEvent(promotion_id, len(log), at, kind, rules.load(what, text))
+
+    async def events(self, promotion_id: str, after: int = 0) -> Sequence[PromotionEvent]:
+        log = self._log(promotion_id)
+        return [
+            PromotionEvent(promotion_id, seq, e.at, e.kind, rules.load(f"event {seq}", e.data))
+            for seq, e in enumerate(log[max(after, 0) :], start=max(after, 0) + 1)
+        ]
+
+    async def remember_tag(self, artifact: ArtifactRef) -> None:
+        if artifact.tag is None:
+            return
+        key = (artifact.repository, artifact.tag)
+        rules.check_tag(artifact.repository, artifact.tag, self._tags.get(key), artifact.digest)
+        self._tags.setdefault(key, artifact.digest)
+
+    async def push_stable(self, release: StableRelease) -> None:
+        self._stable.setdefault((release.service, release.stage), []).append(release)
+
+    async def stable_history(self, service: str, stage: str) -> Sequence[StableRelease]:
+        return builtins.list(self._stable.get((service, stage), ()))
+
+    async def pop_stable(self, service: str, stage: str) -> StableRelease:
+        history = self._stable.get((service, stage), [])
+        rules.check_can_pop(service, stage, len(history))
+        return history.pop()
+
+    async def save_traffic(self, state: TrafficState) -> None:
+        self._traffic[(state.service, state.stage)] = state
+
+    async def traffic(self, service: str, stage: str) -> TrafficState | None:
+        return self._traffic.get((service, stage))
+
+    async def all_traffic(self) -> Sequence[TrafficState]:
+        return [self._traffic[key] for key in sorted(self._traffic)]
+
+    async def promoted_stages(self, service: str, digest: str) -> set[str]:
+        return {
+            release.stage
+            for (svc, _), history in self._stable.items()
+            if svc == service
+            for release in history
+            if release.artifact.digest == digest
+        }
+
+    async def audit(self, actor: str, action: str, target: str, at: float) -> None:
+        self.audit_entries.append(AuditEntry(at, actor, action, target))
+
+    def _dump(self, promotion: Promotion) -> str:
+        return rules.dump(f"promotion {promotion.id!r}", promotion.to_dict())
+
+    def _load_all(self) -> builtins.list[Promotion]:
+        return [rules.load_promotion(f"promotion {i!r}", b) for i, b in self._promotions.items()]
+
+    def _log(self, promotion_id: str) -> builtins.list[_StoredEvent]:
+        log = self._events.get(promotion_id)
+        if log is None:
+            raise rules.unknown_promotion(promotion_id)
+        return log

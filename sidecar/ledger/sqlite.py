@@ -1,0 +1,463 @@
+"""The SQLite ledger: promgate's durable state in one local file that survives restarts.
+
+sqlite3 blocks, so every call runs in a worker thread. One connection, serialised by an
+asyncio.Lock, keeps transactions from interleaving inside the process; ``BEGIN IMMEDIATE``
+and a busy timeout serialise writers across processes, and WAL lets readers work meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sidecar.actuators.base import TrafficState
+from sidecar.domain.artifact import ArtifactRef
+from sidecar.domain.promotion import Phase, Promotion, PromotionEvent, StableRelease
+from sidecar.errors import LedgerError
+from sidecar.ledger import rules
+
+T = TypeVar("T")
+
+# Each entry upgrades the schema by one version; PRAGMA user_version records how far a file is.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE promotions (
+            id TEXT PRIMARY KEY,
+            service TEXT NOT NULL,
+            stage TEXT NOT NULL,
+            phase TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            body TEXT NOT NULL
+        )""",
+        "CREATE INDEX promotions_service_stage_phase ON promotions (service, stage, phase)",
+        """CREATE TABLE events (
+            promotion_id TEXT NOT NULL REFERENCES promotions (id),
+            seq INTEGER NOT NULL,
+            at REAL NOT NULL,
+            kind TEXT NOT NULL,
+            data TEXT NOT NULL,
+            PRIMARY KEY (promotion_id, seq)
+        ) WITHOUT ROWID""",
+        """CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+            BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END""",
+        """CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+            BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END""",
+        """CREATE TABLE stable_history (
+            service TEXT NOT NULL,
+            stage TEXT NOT NULL,
+            idx INTEGER NOT NULL,
+            artifact TEXT NOT NULL,
+            upstream TEXT NOT NULL,
+            promotion_id TEXT NOT NULL,
+            promoted_at REAL NOT NULL,
+            version TEXT NOT NULL,
+            PRIMARY KEY (service, stage, idx)
+        )""",
+        """CREATE TABLE tags (
+            repository TEXT NOT NULL,
+            tag TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            first_seen REAL NOT NULL,
+            PRIMARY KEY (repository, tag)
+        )""",
+        """CREATE TABLE traffic (
+            service TEXT NOT NULL,
+            stage TEXT NOT NULL,
+            body TEXT NOT NULL,
+            PRIMARY KEY (service, stage)
+        )""",
+        """CREATE TABLE audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at REAL NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL
+        )""",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_TERMINAL = tuple(phase.value for phase in Phase if phase.terminal)
+_TERMINAL_MARKS = ", ".join("?" * len(_TERMINAL))
+_STABLE_COLUMNS = "service, stage, artifact, upstream, promotion_id, promoted_at, version"
+
+
+def _in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``work`` as one write transaction, so a check and the write it guards are atomic."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(conn)
+        conn.commit()
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
+    return result
+
+
+def _promotion_row(promotion: Promotion) -> tuple[Any, ...]:
+    """Column values in the order both the INSERT and the UPDATE statements use."""
+    body = rules.dump(f"promotion {promotion.id!r}", promotion.to_dict())
+    return (
+        promotion.service,
+        promotion.stage,
+        promotion.phase.value,
+        promotion.created_at,
+        promotion.updated_at,
+        body,
+        promotion.id,
+    )
+
+
+def _require_promotion(conn: sqlite3.Connection, promotion_id: str) -> None:
+    if conn.execute("SELECT 1 FROM promotions WHERE id = ?", (promotion_id,)).fetchone() is None:
+        raise rules.unknown_promotion(promotion_id)
+
+
+def _stable_release(row: tuple[Any, ...]) -> StableRelease:
+    service, stage, artifact, upstream, promotion_id, promoted_at, version = row
+    return StableRelease(
+        service=service,
+        stage=stage,
+        artifact=ArtifactRef.parse(artifact),
+        upstream=upstream,
+        promotion_id=promotion_id,
+        promoted_at=promoted_at,
+        version=version,
+    )
+
+
+class SqliteLedger:
+    """A :class:`~sidecar.ledger.base.Ledger` in a SQLite file; its directory is created."""
+
+    def __init__(self, path: Path | str, *, busy_timeout: float = 5.0) -> None:
+        self._path = Path(path)
+        self._busy_timeout = busy_timeout
+        self._lock = asyncio.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        """Connect and migrate; a second call is a no-op so callers need not track state."""
+        async with self._lock:
+            if self._conn is None:
+                self._conn = await self._in_thread("open", self._connect)
+
+    async def close(self) -> None:
+        """Close the connection; safe to call twice."""
+        async with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                await self._in_thread("close", conn.close)
+
+    async def create(self, promotion: Promotion) -> None:
+        row = _promotion_row(promotion)
+
+        def insert(conn: sqlite3.Connection) -> None:
+            if conn.execute("SELECT 1 FROM promotions WHERE id = ?", (promotion.id,)).fetchone():
+                raise rules.duplicate_promotion(promotion.id)
+            if promotion.active:
+                active = conn.execute(
+                    "SELECT id FROM promotions WHERE service = ? AND stage = ? "
+                    f"AND phase NOT IN ({_TERMINAL_MARKS}) ORDER BY created_at LIMIT 1",
+                    (promotion.service, promotion.stage, *_TERMINAL),
+                ).fetchone()
+                if active is not None:
+                    raise rules.active_conflict(promotion, active[0])
+            conn.execute(
+                "INSERT INTO promotions (service, stage, phase, created_at, updated_at, body, id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+
+        await self._write(f"create promotion {promotion.id!r}", insert)
+
+    async def save(self, promotion: Promotion) -> None:
+        row = _promotion_row(promotion)
+
+        def update(conn: sqlite3.Connection) -> None:
+            cursor = conn.execute(
+                "UPDATE promotions SET service = ?, stage = ?, phase = ?, created_at = ?, "
+                "updated_at = ?, body = ? WHERE id = ?",
+                row,
+            )
+            if cursor.rowcount == 0:
+                raise rules.unknown_promotion(promotion.id)
+
+        await self._write(f"save promotion {promotion.id!r}", update)
+
+    async def get(self, promotion_id: str) -> Promotion:
+        def select(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT body FROM promotions WHERE id = ?", (promotion_id,)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        body = await self._read(f"get promotion {promotion_id!r}", select)
+        if body is None:
+            raise rules.unknown_promotion(promotion_id)
+        return rules.load_promotion(self._what(f"promotion {promotion_id!r}"), body)
+
+    async def list(
+        self, *, service: str | None = None, stage: str | None = None, active: bool | None = None
+    ) -> Sequence[Promotion]:
+        where = ["1 = 1"]
+        params: list[Any] = []
+        if service is not None:
+            where.append("service = ?")
+            params.append(service)
+        if stage is not None:
+            where.append("stage = ?")
+            params.append(stage)
+        if active is not None:
+            where.append(f"phase {'NOT IN' if active else 'IN'} ({_TERMINAL_MARKS})")
+            params.extend(_TERMINAL)
+        query = (
+            f"SELECT id, body FROM promotions WHERE {' AND '.join(where)} "
+            "ORDER BY created_at DESC, rowid DESC"
+        )
+
+        def select(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            return [(str(i), str(b)) for i, b in conn.execute(query, params).fetchall()]
+
+        rows = await self._read("list promotions", select)
+        return [rules.load_promotion(self._what(f"promotion {i!r}"), body) for i, body in rows]
+
+    async def append_event(
+        self, promotion_id: str, kind: str, data: dict[str, Any], at: float
+    ) -> PromotionEvent:
+        what = f"event {kind!r} of promotion {promotion_id!r}"
+        text = rules.dump(what, data)
+
+        def append(conn: sqlite3.Connection) -> int:
+            _require_promotion(conn, promotion_id)
+            (seq,) = conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE promotion_id = ?",
+                (promotion_id,),
+            ).fetchone()
+            conn.execute(
+                "INSERT INTO events (promotion_id, seq, at, kind, data) VALUES (?, ?, ?, ?, ?)",
+                (promotion_id, seq, at, kind, text),
+            )
+            return int(seq)
+
+        seq = await self._write(f"append {what}", append)
+        return PromotionEvent(promotion_id, seq, at, kind, rules.load(what, text))
+
+    async def events(self, promotion_id: str, after: int = 0) -> Sequence[PromotionEvent]:
+        def select(conn: sqlite3.Connection) -> list[tuple[int, float, str, str]]:
+            _require_promotion(conn, promotion_id)
+            return conn.execute(
+                "SELECT seq, at, kind, data FROM events WHERE promotion_id = ? AND seq > ? "
+                "ORDER BY seq",
+                (promotion_id, after),
+            ).fetchall()
+
+        rows = await self._read(f"read events of promotion {promotion_id!r}", select)
+        return [
+            PromotionEvent(
+                promotion_id, seq, at, kind, rules.load(self._what(f"event {seq}"), data)
+            )
+            for seq, at, kind, data in rows
+        ]
+
+    async def remember_tag(self, artifact: ArtifactRef) -> None:
+        tag = artifact.tag
+        if tag is None:
+            return
+
+        def remember(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                "SELECT digest FROM tags WHERE repository = ? AND tag = ?",
+                (artifact.repository, tag),
+            ).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO tags (repository, tag, digest, first_seen) VALUES (?, ?, ?, ?)",
+                    (artifact.repository, tag, artifact.digest, time.time()),
+                )
+            else:
+                rules.check_tag(artifact.repository, tag, row[0], artifact.digest)
+
+        await self._write(f"remember tag {artifact.repository}:{tag}", remember)
+
+    async def push_stable(self, release: StableRelease) -> None:
+        def push(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                f"INSERT INTO stable_history (idx, {_STABLE_COLUMNS}) "
+                "SELECT COALESCE(MAX(idx), 0) + 1, ?, ?, ?, ?, ?, ?, ? FROM stable_history "
+                "WHERE service = ? AND stage = ?",
+                (
+                    release.service,
+                    release.stage,
+                    str(release.artifact),
+                    release.upstream,
+                    release.promotion_id,
+                    release.promoted_at,
+                    release.version,
+                    release.service,
+                    release.stage,
+                ),
+            )
+
+        await self._write(f"push stable release of {release.service}/{release.stage}", push)
+
+    async def stable_history(self, service: str, stage: str) -> Sequence[StableRelease]:
+        def select(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return conn.execute(
+                f"SELECT {_STABLE_COLUMNS} FROM stable_history WHERE service = ? AND stage = ? "
+                "ORDER BY idx",
+                (service, stage),
+            ).fetchall()
+
+        rows = await self._read(f"read stable history of {service}/{stage}", select)
+        return [_stable_release(row) for row in rows]
+
+    async def pop_stable(self, service: str, stage: str) -> StableRelease:
+        def pop(conn: sqlite3.Connection) -> tuple[Any, ...]:
+            (count,) = conn.execute(
+                "SELECT COUNT(*) FROM stable_history WHERE service = ? AND stage = ?",
+                (service, stage),
+            ).fetchone()
+            rules.check_can_pop(service, stage, count)
+            idx, *row = conn.execute(
+                f"SELECT idx, {_STABLE_COLUMNS} FROM stable_history "
+                "WHERE service = ? AND stage = ? ORDER BY idx DESC LIMIT 1",
+                (service, stage),
+            ).fetchone()
+            conn.execute(
+                "DELETE FROM stable_history WHERE service = ? AND stage = ? AND idx = ?",
+                (service, stage, idx),
+            )
+            return tuple(row)
+
+        row = await self._write(f"pop stable release of {service}/{stage}", pop)
+        return _stable_release(row)
+
+    async def save_traffic(self, state: TrafficState) -> None:
+        what = f"traffic state of {state.service}/{state.stage}"
+        body = rules.dump(what, state.to_dict())
+
+        def upsert(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO traffic (service, stage, body) VALUES (?, ?, ?) "
+                "ON CONFLICT (service, stage) DO UPDATE SET body = excluded.body",
+                (state.service, state.stage, body),
+            )
+
+        await self._write(f"save {what}", upsert)
+
+    async def traffic(self, service: str, stage: str) -> TrafficState | None:
+        what = f"traffic state of {service}/{stage}"
+
+        def select(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT body FROM traffic WHERE service = ? AND stage = ?", (service, stage)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        body = await self._read(f"read {what}", select)
+        return None if body is None else TrafficState.from_dict(rules.load(self._what(what), body))
+
+    async def all_traffic(self) -> Sequence[TrafficState]:
+        def select(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+            return conn.execute(
+                "SELECT service, stage, body FROM traffic ORDER BY service, stage"
+            ).fetchall()
+
+        rows = await self._read("read all traffic states", select)
+        return [
+            TrafficState.from_dict(rules.load(self._what(f"traffic state of {sv}/{st}"), body))
+            for sv, st, body in rows
+        ]
+
+    async def promoted_stages(self, service: str, digest: str) -> set[str]:
+        def select(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            return conn.execute(
+                "SELECT DISTINCT stage, artifact FROM stable_history WHERE service = ?",
+                (service,),
+            ).fetchall()
+
+        rows = await self._read(f"read promoted stages of {service}", select)
+        return {stage for stage, artifact in rows if ArtifactRef.parse(artifact).digest == digest}
+
+    async def audit(self, actor: str, action: str, target: str, at: float) -> None:
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO audit (at, actor, action, target) VALUES (?, ?, ?, ?)",
+                (at, actor, action, target),
+            )
+
+        await self._write(f"audit {action} by {actor}", insert)
+
+    def _what(self, thing: str) -> str:
+        return f"{thing} in {self._path}"
+
+    def _connect(self) -> sqlite3.Connection:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self._path,
+            timeout=self._busy_timeout,
+            isolation_level=None,  # transactions are explicit: see _in_transaction
+            check_same_thread=False,  # worker threads take turns under self._lock
+        )
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            _in_transaction(conn, self._migrate)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Bring the file to SCHEMA_VERSION; inside the write lock, so two processes cannot race."""
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise LedgerError(
+                f"ledger {self._path} has schema version {version}, newer than the version "
+                f"{SCHEMA_VERSION} this promgate understands; upgrade promgate or use another file"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[target - 1]:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {target}")
+
+    async def _read(self, operation: str, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._locked(operation, work, write=False)
+
+    async def _write(self, operation: str, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._locked(operation, work, write=True)
+
+    async def _locked(
+        self, operation: str, work: Callable[[sqlite3.Connection], T], *, write: bool
+    ) -> T:
+        async with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise LedgerError(
+                    f"{operation}: the ledger {self._path} is not open; call open() first"
+                )
+            if write:
+                return await self._in_thread(
+                    operation, functools.partial(_in_transaction, conn, work)
+                )
+            return await self._in_thread(operation, functools.partial(work, conn))
+
+    async def _in_thread(self, operation: str, job: Callable[[], T]) -> T:
+        """Run ``job`` off the event loop; sqlite3 and OS errors become LedgerError here."""
+        future = asyncio.ensure_future(asyncio.to_thread(job))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # A thread cannot be interrupted: keep the lock until it is done with the connection.
+            await asyncio.wait({future})
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            raise LedgerError(f"ledger {self._path}: {operation} failed: {exc}") from exc

@@ -1,0 +1,423 @@
+"""One contract for every Ledger, run against each implementation, plus SQLite durability."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sidecar.actuators.base import Backend, TrafficState
+from sidecar.domain.artifact import ArtifactRef
+from sidecar.domain.promotion import Phase, Promotion, StableRelease
+from sidecar.errors import (
+    ConflictError,
+    LedgerError,
+    NotFoundError,
+    SettingsError,
+    TagMutationError,
+)
+from sidecar.ledger.base import Ledger
+from sidecar.ledger.factory import build_ledger
+from sidecar.ledger.memory import MemoryLedger
+from sidecar.ledger.sqlite import SCHEMA_VERSION, SqliteLedger
+
+DIGEST_A = "sha256:" + "a" * 64
+DIGEST_B = "sha256:" + "b" * 64
+DIGEST_C = "sha256:" + "c" * 64
+REPO = "registry.example/shop/checkout"
+
+
+def artifact(digest: str = DIGEST_A, tag: str | None = "1.0.0") -> ArtifactRef:
+    return ArtifactRef(repository=REPO, digest=digest, tag=tag)
+
+
+def promotion(
+    promotion_id: str,
+    *,
+    service: str = "checkout",
+    stage: str = "prod",
+    phase: Phase = Phase.PENDING,
+    created_at: float = 100.0,
+) -> Promotion:
+    return Promotion(
+        id=promotion_id,
+        service=service,
+        stage=stage,
+        artifact=artifact(),
+        version="1.0.0",
+        policy_version="3",
+        strategy="canary",
+        candidate_upstream="http://127.0.0.1:9002",
+        manifest={"service": service, "labels": {"team": "payments"}},
+        created_at=created_at,
+        phase=phase,
+        updated_at=created_at,
+    )
+
+
+def release(digest: str, promotion_id: str, *, stage: str = "prod") -> StableRelease:
+    return StableRelease(
+        service="checkout",
+        stage=stage,
+        artifact=artifact(digest),
+        upstream=f"http://127.0.0.1:900{digest[-1]}",
+        promotion_id=promotion_id,
+        promoted_at=200.0,
+        version="1.0.0",
+    )
+
+
+def traffic_state(stage: str = "prod", *, preview: bool = False) -> TrafficState:
+    return TrafficState(
+        promotion_id="p1",
+        sequence=3,
+        service="checkout",
+        stage=stage,
+        backends=(
+            Backend(DIGEST_A, "http://127.0.0.1:9001", 90, "stable"),
+            Backend(DIGEST_B, "http://127.0.0.1:9002", 10, "candidate"),
+        ),
+        preview=Backend(DIGEST_B, "http://127.0.0.1:9003", 0, "candidate") if preview else None,
+    )
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ledger]:
+    built = build_ledger(request.param, str(tmp_path / "state" / "ledger.db"))
+    await built.open()
+    yield built
+    await built.close()
+
+
+def audit_rows(ledger: Ledger, tmp_path: Path) -> list[tuple[Any, ...]]:
+    """Audit has no reader in the Protocol, so look inside each implementation."""
+    if isinstance(ledger, MemoryLedger):
+        return [(e.at, e.actor, e.action, e.target) for e in ledger.audit_entries]
+    with sqlite3.connect(tmp_path / "state" / "ledger.db") as conn:
+        return conn.execute("SELECT at, actor, action, target FROM audit ORDER BY id").fetchall()
+
+
+# --- the contract -------------------------------------------------------------------------
+
+
+async def test_create_get_and_save_round_trip(ledger: Ledger) -> None:
+    original = promotion("p1")
+    await ledger.create(original)
+    assert await ledger.get("p1") == original
+
+    moved = original.evolve(phase=Phase.PROGRESSING, weight=10, updated_at=150.0, reason="step 1")
+    await ledger.save(moved)
+    assert await ledger.get("p1") == moved
+
+
+async def test_unknown_ids_are_not_found(ledger: Ledger) -> None:
+    with pytest.raises(NotFoundError, match="nope"):
+        await ledger.get("nope")
+    with pytest.raises(NotFoundError, match="nope"):
+        await ledger.save(promotion("nope"))
+    with pytest.raises(NotFoundError, match="nope"):
+        await ledger.append_event("nope", "step", {}, 1.0)
+    with pytest.raises(NotFoundError, match="nope"):
+        await ledger.events("nope")
+
+
+async def test_duplicate_id_is_a_conflict(ledger: Ledger) -> None:
+    await ledger.create(promotion("p1", phase=Phase.PROMOTED))
+    with pytest.raises(ConflictError, match="already exists"):
+        await ledger.create(promotion("p1", stage="staging"))
+
+
+async def test_list_is_newest_first_and_filtered(ledger: Ledger) -> None:
+    await ledger.create(promotion("old", phase=Phase.PROMOTED, created_at=1.0))
+    await ledger.create(promotion("new", created_at=3.0))
+    await ledger.create(promotion("staging", stage="staging", created_at=2.0))
+    await ledger.create(promotion("cart", service="cart", phase=Phase.ABORTED, created_at=4.0))
+
+    def ids(found: Any) -> list[str]:
+        return [p.id for p in found]
+
+    assert ids(await ledger.list()) == ["cart", "new", "staging", "old"]
+    assert ids(await ledger.list(service="checkout")) == ["new", "staging", "old"]
+    assert ids(await ledger.list(stage="prod")) == ["cart", "new", "old"]
+    assert ids(await ledger.list(active=True)) == ["new", "staging"]
+    assert ids(await ledger.list(active=False)) == ["cart", "old"]
+    assert ids(await ledger.list(service="checkout", stage="prod", active=False)) == ["old"]
+    assert await ledger.list(service="unknown") == []
+
+
+async def test_list_breaks_ties_by_creation_order(ledger: Ledger) -> None:
+    for promotion_id in ("first", "second", "third"):
+        await ledger.create(promotion(promotion_id, phase=Phase.REFUSED, created_at=5.0))
+    assert [p.id for p in await ledger.list()] == ["third", "second", "first"]
+
+
+async def test_second_active_promotion_of_a_stage_conflicts(ledger: Ledger) -> None:
+    first = promotion("p1")
+    await ledger.create(first)
+    with pytest.raises(ConflictError, match=r"'p1' is still active.*checkout.*prod.*'p2'"):
+        await ledger.create(promotion("p2"))
+
+    # Other stages, other services and already-terminal records are not blocked.
+    await ledger.create(promotion("p3", stage="staging"))
+    await ledger.create(promotion("p4", service="cart"))
+    await ledger.create(promotion("p5", phase=Phase.REFUSED))
+
+    await ledger.save(first.evolve(phase=Phase.ABORTED))
+    await ledger.create(promotion("p2"))
+    assert (await ledger.get("p2")).active
+
+
+async def test_events_are_numbered_per_promotion(ledger: Ledger) -> None:
+    await ledger.create(promotion("p1"))
+    await ledger.create(promotion("p2", stage="staging"))
+    first = await ledger.append_event("p1", "created", {"by": "ci"}, 10.0)
+    await ledger.append_event("p2", "created", {}, 10.5)
+    second = await ledger.append_event("p1", "step", {"weight": 10, "ok": [1, 2]}, 11.0)
+    third = await ledger.append_event("p1", "verdict", {"result": "pass"}, 12.0)
+
+    assert (first.seq, second.seq, third.seq) == (1, 2, 3)
+    assert second.data == {"weight": 10, "ok": [1, 2]}
+    assert [e.seq for e in await ledger.events("p2")] == [1]
+
+    everything = await ledger.events("p1")
+    assert everything == [first, second, third]
+    assert [e.seq for e in await ledger.events("p1", after=1)] == [2, 3]
+    assert await ledger.events("p1", after=3) == []
+
+
+async def test_stored_event_data_is_not_aliased(ledger: Ledger) -> None:
+    await ledger.create(promotion("p1"))
+    data: dict[str, Any] = {"weights": [10]}
+    await ledger.append_event("p1", "step", data, 1.0)
+    data["weights"].append(20)
+    (event,) = await ledger.events("p1")
+    assert event.data == {"weights": [10]}
+
+
+async def test_unserialisable_data_is_a_ledger_error(ledger: Ledger) -> None:
+    await ledger.create(promotion("p1"))
+    with pytest.raises(LedgerError, match="JSON"):
+        await ledger.append_event("p1", "step", {"when": object()}, 1.0)
+    assert await ledger.events("p1") == []
+
+
+async def test_tags_are_remembered_and_may_not_move(ledger: Ledger) -> None:
+    await ledger.remember_tag(artifact(DIGEST_A, "1.0.0"))
+    await ledger.remember_tag(artifact(DIGEST_A, "1.0.0"))  # same digest again: fine
+    await ledger.remember_tag(artifact(DIGEST_B, "1.0.1"))
+    await ledger.remember_tag(artifact(DIGEST_B, None))  # no tag: nothing to remember
+
+    with pytest.raises(TagMutationError) as refused:
+        await ledger.remember_tag(artifact(DIGEST_C, "1.0.0"))
+    message = str(refused.value)
+    for part in (REPO, "1.0.0", DIGEST_A, DIGEST_C, "mutable", "digest", "new tag"):
+        assert part in message
+
+    # The refusal did not overwrite what was known.
+    with pytest.raises(TagMutationError, match=DIGEST_A):
+        await ledger.remember_tag(artifact(DIGEST_B, "1.0.0"))
+
+
+async def test_stable_history_push_and_pop(ledger: Ledger) -> None:
+    assert await ledger.stable_history("checkout", "prod") == []
+    with pytest.raises(NotFoundError, match="no earlier digest to roll back to"):
+        await ledger.pop_stable("checkout", "prod")
+
+    await ledger.push_stable(release(DIGEST_A, "p1"))
+    with pytest.raises(NotFoundError, match="no earlier digest to roll back to"):
+        await ledger.pop_stable("checkout", "prod")
+
+    await ledger.push_stable(release(DIGEST_B, "p2"))
+    await ledger.push_stable(release(DIGEST_C, "p3", stage="staging"))
+    assert list(await ledger.stable_history("checkout", "prod")) == [
+        release(DIGEST_A, "p1"),
+        release(DIGEST_B, "p2"),
+    ]
+
+    assert await ledger.pop_stable("checkout", "prod") == release(DIGEST_B, "p2")
+    assert list(await ledger.stable_history("checkout", "prod")) == [release(DIGEST_A, "p1")]
+    await ledger.push_stable(release(DIGEST_C, "p4"))
+    assert [r.promotion_id for r in await ledger.stable_history("checkout", "prod")] == [
+        "p1",
+        "p4",
+    ]
+    assert len(await ledger.stable_history("checkout", "staging")) == 1
+
+
+async def test_promoted_stages_come_from_stable_history(ledger: Ledger) -> None:
+    assert await ledger.promoted_stages("checkout", DIGEST_A) == set()
+    await ledger.push_stable(release(DIGEST_A, "p1", stage="staging"))
+    await ledger.push_stable(release(DIGEST_A, "p2", stage="prod"))
+    await ledger.push_stable(release(DIGEST_B, "p3", stage="canary"))
+
+    assert await ledger.promoted_stages("checkout", DIGEST_A) == {"staging", "prod"}
+    assert await ledger.promoted_stages("checkout", DIGEST_B) == {"canary"}
+    assert await ledger.promoted_stages("cart", DIGEST_A) == set()
+
+
+async def test_traffic_round_trip(ledger: Ledger) -> None:
+    assert await ledger.traffic("checkout", "prod") is None
+    assert await ledger.all_traffic() == []
+
+    await ledger.save_traffic(traffic_state("prod"))
+    await ledger.save_traffic(traffic_state("canary", preview=True))
+    assert await ledger.traffic("checkout", "prod") == traffic_state("prod")
+    assert await ledger.traffic("checkout", "canary") == traffic_state("canary", preview=True)
+
+    newer = TrafficState(
+        "p2", 1, "checkout", "prod", (Backend(DIGEST_B, "http://b", 100, "stable"),)
+    )
+    await ledger.save_traffic(newer)
+    assert list(await ledger.all_traffic()) == [traffic_state("canary", preview=True), newer]
+
+
+async def test_audit_is_recorded(ledger: Ledger, tmp_path: Path) -> None:
+    await ledger.audit("alice", "approve", "promotion/p1", 10.0)
+    await ledger.audit("bob", "abort", "promotion/p2", 11.0)
+    assert audit_rows(ledger, tmp_path) == [
+        (10.0, "alice", "approve", "promotion/p1"),
+        (11.0, "bob", "abort", "promotion/p2"),
+    ]
+
+
+async def test_open_is_idempotent(ledger: Ledger) -> None:
+    await ledger.open()
+    await ledger.create(promotion("p1"))
+    await ledger.open()
+    assert (await ledger.get("p1")).id == "p1"
+
+
+# --- factory ------------------------------------------------------------------------------
+
+
+def test_factory_builds_known_kinds(tmp_path: Path) -> None:
+    assert isinstance(build_ledger("memory", ""), MemoryLedger)
+    assert isinstance(build_ledger("sqlite", str(tmp_path / "l.db")), SqliteLedger)
+
+
+def test_factory_refuses_unknown_kind() -> None:
+    with pytest.raises(SettingsError, match=r"'postgres'.*memory, sqlite"):
+        build_ledger("postgres", "x")
+
+
+# --- SQLite only --------------------------------------------------------------------------
+
+
+async def test_sqlite_state_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    first = SqliteLedger(path)
+    await first.open()
+    original = promotion("p1")
+    await first.create(original)
+    await first.append_event("p1", "created", {"by": "ci"}, 1.0)
+    await first.remember_tag(artifact(DIGEST_A, "1.0.0"))
+    await first.push_stable(release(DIGEST_A, "p0"))
+    await first.push_stable(release(DIGEST_B, "p1"))
+    await first.save_traffic(traffic_state(preview=True))
+    await first.audit("alice", "approve", "promotion/p1", 2.0)
+    await first.close()
+    await first.close()  # closing twice is harmless
+
+    second = SqliteLedger(str(path))
+    await second.open()
+    try:
+        assert await second.get("p1") == original
+        assert [e.kind for e in await second.events("p1")] == ["created"]
+        assert (await second.append_event("p1", "step", {}, 3.0)).seq == 2
+        with pytest.raises(TagMutationError):
+            await second.remember_tag(artifact(DIGEST_B, "1.0.0"))
+        assert (await second.pop_stable("checkout", "prod")).artifact.digest == DIGEST_B
+        assert await second.traffic("checkout", "prod") == traffic_state(preview=True)
+        with pytest.raises(ConflictError):
+            await second.create(promotion("p2"))
+    finally:
+        await second.close()
+
+
+async def test_sqlite_concurrent_appends_get_gap_free_seqs(tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path / "ledger.db")
+    await ledger.open()
+    try:
+        await ledger.create(promotion("p1"))
+        appended = await asyncio.gather(
+            *(ledger.append_event("p1", "step", {"n": n}, float(n)) for n in range(200))
+        )
+        assert sorted(e.seq for e in appended) == list(range(1, 201))
+        stored = await ledger.events("p1")
+        assert [e.seq for e in stored] == list(range(1, 201))
+        assert {e.data["n"] for e in stored} == set(range(200))
+    finally:
+        await ledger.close()
+
+
+async def test_sqlite_cancelled_calls_leave_the_ledger_usable(tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path / "ledger.db")
+    await ledger.open()
+    try:
+        await ledger.create(promotion("p1"))
+        tasks = [
+            asyncio.create_task(ledger.append_event("p1", "step", {}, float(n))) for n in range(50)
+        ]
+        await asyncio.sleep(0.001)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        after = await ledger.append_event("p1", "step", {}, 99.0)
+        assert [e.seq for e in await ledger.events("p1")] == list(range(1, after.seq + 1))
+    finally:
+        await ledger.close()
+
+
+async def test_sqlite_creates_the_parent_directory_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "ledger.db"
+    ledger = SqliteLedger(path)
+    await ledger.open()
+    await ledger.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
+async def test_sqlite_event_log_is_append_only(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    ledger = SqliteLedger(path)
+    await ledger.open()
+    await ledger.create(promotion("p1"))
+    await ledger.append_event("p1", "created", {}, 1.0)
+    await ledger.close()
+    with sqlite3.connect(path) as conn, pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("DELETE FROM events")
+
+
+@pytest.mark.parametrize("spoil", ["directory", "garbage"])
+async def test_sqlite_unusable_file_is_a_ledger_error(tmp_path: Path, spoil: str) -> None:
+    path = tmp_path / "ledger.db"
+    if spoil == "directory":
+        path.mkdir()
+    else:
+        path.write_bytes(b"this is not a database, just some bytes " * 200)
+    ledger = SqliteLedger(path)
+    with pytest.raises(LedgerError, match=r"open") as failed:
+        await ledger.open()
+    assert str(path) in str(failed.value)
+    assert not isinstance(failed.value, sqlite3.Error)
+    with pytest.raises(LedgerError, match="not open"):
+        await ledger.get("p1")
+
+
+async def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(LedgerError, match=rf"{re.escape(str(path))}.*newer"):
+        await SqliteLedger(path).open()
+
+
+async def test_sqlite_before_open_is_a_ledger_error(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match=r"get promotion 'p1'.*not open"):
+        await SqliteLedger(tmp_path / "ledger.db").get("p1")
