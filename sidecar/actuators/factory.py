@@ -1,0 +1,68 @@
+"""Turns actuator settings into the one actuator a sidecar uses."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+
+from sidecar.actuators.base import TrafficActuator
+from sidecar.actuators.null import NullActuator
+from sidecar.actuators.proxy import ProxyActuator
+from sidecar.actuators.webhook import WebhookActuator
+from sidecar.errors import SettingsError
+
+KINDS = ("proxy", "webhook", "none")
+
+
+@dataclass(frozen=True)
+class ActuatorSettings:
+    """Which actuator shifts traffic, and what it needs."""
+
+    kind: str = "proxy"
+    """One of ``KINDS``: the embedded proxy, a user's webhook, or no routing (dry run)."""
+
+    proxy_listen: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    """Stage name -> (host, port) the proxy listens on for that stage; port 0 picks one."""
+
+    proxy_metrics_listen: tuple[str, int] | None = None
+    """Where the proxy serves its own ``/metrics``; None serves nothing."""
+
+    webhook_url: str | None = field(default=None, repr=False)
+    """The receiver every traffic state is POSTed to; required for ``webhook``.
+
+    Kept out of the repr because such URLs often carry an access token.
+    """
+
+    webhook_secret: bytes | None = field(default=None, repr=False)
+    """The HMAC key that signs webhook bodies; None sends them unsigned."""
+
+    timeout_s: float = 5.0
+    """Per-request timeout for upstream (proxy) or receiver (webhook) calls."""
+
+
+def build_actuator(
+    settings: ActuatorSettings, *, registry: CollectorRegistry | None = None
+) -> TrafficActuator:
+    """The configured actuator, not yet started.
+
+    A :class:`ProxyActuator` still needs ``await start()`` before it listens.
+    ``registry`` is where the proxy publishes its series.
+    """
+    if settings.kind == "proxy":
+        return ProxyActuator(
+            settings.proxy_listen,
+            metrics_listen=settings.proxy_metrics_listen,
+            registry=registry,
+            timeout_s=settings.timeout_s,
+        )
+    if settings.kind == "webhook":
+        if not settings.webhook_url:
+            raise SettingsError("the webhook actuator needs a webhook URL")
+        return WebhookActuator(
+            settings.webhook_url, secret=settings.webhook_secret, timeout_s=settings.timeout_s
+        )
+    if settings.kind == "none":
+        return NullActuator()
+    raise SettingsError(f"unknown actuator kind {settings.kind!r}; known kinds: {', '.join(KINDS)}")

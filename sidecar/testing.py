@@ -1,0 +1,58 @@
+"""Public test doubles for code built on promgate's seams."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sidecar.actuators.base import TrafficState
+from sidecar.errors import ActuationError
+
+
+class RecordingActuator:
+    """Keeps every state it is given, so a test can assert what would have been routed.
+
+    Set ``error`` to make the next calls to ``apply`` fail with it, as a broken
+    actuator would; failed calls are not recorded.
+    """
+
+    def __init__(self) -> None:
+        self.applied: list[TrafficState] = []
+        self.restored: list[TrafficState] = []
+        self.error: ActuationError | None = None
+        self.closed = False
+
+    async def apply(self, state: TrafficState) -> None:
+        if self.error is not None:
+            raise self.error
+        self.applied.append(state)
+
+    async def restore(self, state: TrafficState) -> None:
+        self.restored.append(state)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class FakeClock:
+    """A clock whose ``sleep`` returns at once and moves time on, for fast timing tests.
+
+    It starts at a plausible epoch time, because a zero timestamp reads as "unset".
+    """
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self._now = start
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self._now
+
+    async def sleep(self, seconds: float) -> None:
+        """Advance by ``seconds`` (negative counts as zero) and yield to other tasks once."""
+        self.sleeps.append(seconds)
+        self.advance(max(seconds, 0.0))
+        await asyncio.sleep(0)
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError(f"time cannot go back; got {seconds} seconds")
+        self._now += seconds
