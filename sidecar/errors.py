@@ -80,7 +80,12 @@ class SettingsError(InputError):
 
 
 class RefusedError(PromgateError):
-    """The release is refused by a rule; nothing was shifted."""
+    """The release is refused by a rule; nothing was shifted.
+
+    ``promotion_id`` names the stored record of the refusal, once it has been stored.
+    """
+
+    promotion_id: str | None = None
 
 
 class TagMutationError(RefusedError):

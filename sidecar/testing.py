@@ -21,6 +21,9 @@ class RecordingActuator:
         self.error: ActuationError | None = None
         self.closed = False
 
+    async def start(self) -> None:
+        """Nothing to open."""
+
     async def apply(self, state: TrafficState) -> None:
         if self.error is not None:
             raise self.error

@@ -51,6 +51,9 @@ class TrafficState:
 class TrafficActuator(Protocol):
     """Shifts live traffic. Raises ``ActuationError`` and nothing else on failure."""
 
+    async def start(self) -> None:
+        """Open listeners or sessions; called once before the first apply or restore."""
+
     async def apply(self, state: TrafficState) -> None:
         """Make ``state`` the live split. Idempotent for a repeated (promotion, sequence)."""
 

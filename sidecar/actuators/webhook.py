@@ -100,6 +100,9 @@ class WebhookActuator:
         """The URL without credentials or query, which may carry tokens, for messages."""
         return str(self._url.with_user(None).with_query(None).with_fragment(None))
 
+    async def start(self) -> None:
+        """The session opens lazily on the first POST."""
+
     async def apply(self, state: TrafficState) -> None:
         """Deliver ``state``; a 2xx, or a 409 meaning "already applied", is success."""
         body = encode_state(state)

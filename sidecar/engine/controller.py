@@ -174,6 +174,7 @@ class Controller:
         self.ctx.recorder.refused(promotion.service, promotion.stage, reason)
         refused = promotion.evolve(phase=Phase.REFUSED, reason=str(error))
         await self.ctx.ledger.create(refused)
+        error.promotion_id = refused.id
         await self.ctx.event(refused, "refused", {"reason": str(error), "rule": reason})
         _log.info(
             "release refused",
