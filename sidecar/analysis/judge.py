@@ -5,8 +5,9 @@ can be table-tested. The rules:
 
 - a provider error is UNAVAILABLE: traffic holds, it never rolls back by itself;
 - no data (or too few requests) is NO_DATA: the step waits, it never promotes;
-- a value beyond its bound is a BREACH: ``transient`` until ``confirm`` consecutive
-  evaluations breach, then ``persistent``; a hard guard is persistent at once;
+- a value beyond its bound is a BREACH: ``transient`` until ``confirm`` evaluations in a
+  row breach (evaluations without evidence are skipped), then ``persistent``; a hard
+  guard is persistent at once;
 - only a persistent breach rolls back.
 """
 
@@ -161,7 +162,7 @@ def judge_threshold(
         shown = f"{bound:.4g}" if bound is not None else "-"
         return verdict(GateResult.PASS, f"{value:.4g} {relation} {shown}", threshold=bound)
 
-    streak = 1 + _trailing(recent, GateResult.BREACH)
+    streak = 1 + _breaches_since_pass(recent)
     persistent = streak >= confirm
     word = "below" if below else "above"
     baseline_note = f" (baseline {baseline_value:.4g})" if baseline_value is not None else ""
@@ -193,12 +194,14 @@ def _hard_bound(gate: SloGate, baseline: float | None) -> float | None:
     return max(bounds) if bounds else None
 
 
-def _trailing(results: Sequence[GateResult], kind: GateResult) -> int:
+def _breaches_since_pass(results: Sequence[GateResult]) -> int:
+    """Breaches since the last pass. Evaluations without evidence (no data, provider
+    error) neither confirm nor clear a breach: they are skipped, not counted."""
     count = 0
     for result in reversed(results):
-        if result is not kind:
+        if result is GateResult.PASS:
             break
-        count += 1
+        count += result is GateResult.BREACH
     return count
 
 
