@@ -155,13 +155,21 @@ def judge_threshold(
             hard=True,
         )
 
-    bound, below = _bound(gate, baseline_value)
-    breached = bound is not None and (value < bound if below else value > bound)
-    if not breached:
-        relation = "at or above" if below else "within"
-        shown = f"{bound:.4g}" if bound is not None else "-"
-        return verdict(GateResult.PASS, f"{value:.4g} {relation} {shown}", threshold=bound)
-
+    lower, upper = _bounds(gate, baseline_value)
+    if lower is None and upper is None:
+        return verdict(GateResult.NO_DATA, "no baseline to compare with")
+    below = lower is not None and value < lower
+    bound = lower if below else upper
+    if not below and (upper is None or value <= upper):
+        if lower is None:
+            shown = f"within {upper:.4g}"
+        elif upper is None:
+            shown = f"at or above {lower:.4g}"
+        else:
+            shown = f"within {lower:.4g}..{upper:.4g}"
+        threshold = upper if upper is not None else lower
+        return verdict(GateResult.PASS, f"{value:.4g} {shown}", threshold=threshold)
+    assert bound is not None
     streak = 1 + _breaches_since_pass(recent)
     persistent = streak >= confirm
     word = "below" if below else "above"
@@ -174,21 +182,25 @@ def judge_threshold(
     )
 
 
-def _bound(gate: SloGate, baseline: float | None) -> tuple[float | None, bool]:
-    """The effective bound and whether it is a lower bound.
+def _bounds(gate: SloGate, baseline: float | None) -> tuple[float | None, float | None]:
+    """The effective (lower, upper) bounds.
 
     With ``maxVsBaseline`` the upper bound is the larger of ``max`` and that multiple of
     the baseline: when both versions suffer (an outage downstream), the candidate is not
-    blamed for what the baseline shows too.
+    blamed for what the baseline shows too. Without a baseline only ``max`` applies.
     """
-    if gate.min is not None and gate.max is None:
-        return gate.min, True
-    relative = gate.max_vs_baseline * baseline if gate.max_vs_baseline and baseline else None
-    bounds = [b for b in (gate.max, relative) if b is not None]
-    return (max(bounds) if bounds else None), False
+    relative = (
+        gate.max_vs_baseline * baseline
+        if gate.max_vs_baseline is not None and baseline is not None
+        else None
+    )
+    uppers = [b for b in (gate.max, relative) if b is not None]
+    return gate.min, (max(uppers) if uppers else None)
 
 
 def _hard_bound(gate: SloGate, baseline: float | None) -> float | None:
+    """``hardMax``, or ``hardVsBaseline`` times a baseline above zero (a multiple of a
+    spotless baseline would make every single bad event a hard breach)."""
     relative = gate.hard_vs_baseline * baseline if gate.hard_vs_baseline and baseline else None
     bounds = [b for b in (gate.hard_max, relative) if b is not None]
     return max(bounds) if bounds else None

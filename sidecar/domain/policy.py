@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from itertools import pairwise
 from pathlib import Path
@@ -37,6 +38,8 @@ def parse_duration(value: Any) -> float:
         if not match:
             raise ValueError(f"{value!r} is not a duration; write it like 30s, 500ms, 2m or 1h")
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if not math.isfinite(seconds):
+        raise ValueError("must be a finite duration like 30s")
     if seconds <= 0:
         raise ValueError("must be longer than zero")
     return seconds
@@ -236,40 +239,41 @@ class PromotionPolicy(_Model):
         return stage.analysis or self.analysis
 
 
-def graph_problems(policy: PromotionPolicy, source: str) -> list[Problem]:
-    """Stage-graph rules pydantic cannot see: unique names, known requirements, no cycles."""
+def graph_problems(data: dict[str, Any], source: str) -> list[Problem]:
+    """Stage-graph rules pydantic cannot see: unique names, known requirements, no cycles.
+
+    Works on the raw document, so these problems are reported alongside field problems.
+    """
+    raw = data.get("stages")
+    stages = [s for s in raw if isinstance(s, dict)] if isinstance(raw, list) else []
+    names = [s.get("name") for s in stages]
     problems: list[Problem] = []
-    names = [s.name for s in policy.stages]
-    for index, stage in enumerate(policy.stages):
-        if names.count(stage.name) > 1:
+    for index, stage in enumerate(stages):
+        name = stage.get("name")
+        if names.count(name) > 1:
             problems.append(
                 Problem(
                     f"stages[{index}].name",
-                    f"stage {stage.name!r} is defined twice",
+                    f"stage {name!r} is defined twice",
                     "give every stage a unique name",
                     source,
                 )
             )
-        for r_index, required in enumerate(stage.requires):
-            if required not in names:
+        requires = stage.get("requires")
+        for r_index, required in enumerate(requires if isinstance(requires, list) else []):
+            path = f"stages[{index}].requires[{r_index}]"
+            if required == name:
+                problems.append(Problem(path, "a stage cannot require itself", "remove it", source))
+            elif required not in names:
                 problems.append(
-                    Problem(
-                        f"stages[{index}].requires[{r_index}]",
-                        f"unknown stage {required!r}",
-                        f"use one of {names}",
-                        source,
-                    )
+                    Problem(path, f"unknown stage {required!r}", f"use one of {names}", source)
                 )
-            elif required == stage.name:
-                problems.append(
-                    Problem(
-                        f"stages[{index}].requires[{r_index}]",
-                        "a stage cannot require itself",
-                        "remove it",
-                        source,
-                    )
-                )
-    cycle = _find_cycle({s.name: [r for r in s.requires if r in names] for s in policy.stages})
+    graph: dict[str, list[str]] = {}
+    for stage in stages:
+        requires = stage.get("requires")
+        if isinstance(stage.get("name"), str) and isinstance(requires, list):
+            graph.setdefault(stage["name"], []).extend(r for r in requires if r in names)
+    cycle = _find_cycle(graph)
     if cycle:
         problems.append(
             Problem(
@@ -321,13 +325,11 @@ def parse_policy(data: Any, source: str = "policy") -> PromotionPolicy:
                 )
             ],
         )
+    problems = graph_problems(data, source)
     try:
         policy = PromotionPolicy.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError(
-            f"{source} is invalid", problems_from(exc, source, "see examples/policy.yaml")
-        ) from None
-    problems = graph_problems(policy, source)
+        problems = problems_from(exc, source, "see examples/policy.yaml") + problems
     if problems:
         raise PolicyError(f"{source} is invalid", problems)
     return policy
