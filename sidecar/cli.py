@@ -1,0 +1,355 @@
+"""The ``promgate`` command: run the sidecar, promote from CI, inspect and steer promotions."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import functools
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from sidecar.client import ApiClient, Json
+from sidecar.domain.manifest import ReleaseManifest, manifest_schema
+from sidecar.domain.policy import load_policy
+from sidecar.errors import InputError, PolicyError, PromgateError, RefusedError
+from sidecar.progress import follow, outcome_exit_code
+from sidecar.settings import Settings
+from sidecar.telemetry.logging import configure_logging
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+PIPED_WIDTH = 160
+
+
+class _Cli(click.Group):
+    """Turns promgate's errors into one ``promgate: <message>`` line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RefusedError as exc:
+            click.echo(f"promgate: {exc}", err=True)
+            if exc.promotion_id:
+                click.echo(
+                    f"promgate: the refusal is recorded as promotion {exc.promotion_id} "
+                    f"(see `promgate status {exc.promotion_id}`)",
+                    err=True,
+                )
+            ctx.exit(1)
+        except PromgateError as exc:
+            click.echo(f"promgate: {exc}", err=True)
+            ctx.exit(EXIT_ERROR)
+        except KeyboardInterrupt:
+            click.echo("promgate: interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+def _read_token(token_file: Path | None) -> str | None:
+    """The bearer token from ``token_file``, else from PROMGATE_TOKEN."""
+    if token_file is None:
+        return os.environ.get("PROMGATE_TOKEN") or None
+    try:
+        token = token_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise InputError(f"cannot read token file {token_file}: {exc.strerror}") from None
+    if not token:
+        raise InputError(f"token file {token_file} is empty")
+    return token
+
+
+def api_command(func: Callable[..., Awaitable[int | None]]) -> Callable[..., None]:
+    """Add ``--server`` and ``--token-file``; run ``func(client, ...)`` and exit with its code."""
+
+    def wrapper(
+        ctx: click.Context, /, server: str | None, token_file: Path | None, **options: Any
+    ) -> None:
+        async def run() -> int | None:
+            async with ApiClient(server, _read_token(token_file)) as client:
+                return await func(client, **options)
+
+        code = asyncio.run(run())
+        if code:
+            ctx.exit(code)
+
+    functools.update_wrapper(wrapper, func)
+    server = click.option(
+        "--server",
+        envvar="PROMGATE_SERVER",
+        metavar="URL",
+        help="promgate server base URL [env PROMGATE_SERVER; default http://127.0.0.1:8480]",
+    )
+    token_file = click.option(
+        "--token-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="file holding the bearer token [else env PROMGATE_TOKEN]",
+    )
+    return server(token_file(click.pass_context(wrapper)))
+
+
+def _console() -> Console:
+    """Rich output on stdout; piped output gets room instead of being cut to 80 columns."""
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, PIPED_WIDTH)
+    return console
+
+
+def _when(timestamp: Any) -> str:
+    if not timestamp:
+        return ""
+    moment = datetime.datetime.fromtimestamp(float(timestamp), tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _short(artifact: Any) -> str:
+    """``repo:tag@sha256:0123456789abcdef...`` -> ``repo:tag@sha256:0123456789ab``."""
+    text = str(artifact or "")
+    name, sep, digest = text.partition("@sha256:")
+    return f"{name}{sep}{digest[:12]}" if sep else text
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="promgate", prog_name="promgate")
+def cli() -> None:
+    """promgate: digest-pinned canary and blue-green releases judged on Prometheus SLOs."""
+
+
+@cli.command()
+@click.option("--policy", type=click.Path(path_type=Path), help="promotion policy file (YAML)")
+@click.option("--listen", metavar="HOST:PORT", help="API address")
+@click.option("--prometheus-url", metavar="URL", help="Prometheus base URL")
+@click.option("--ledger-path", type=click.Path(path_type=Path), help="SQLite ledger file")
+@click.option("--proxy-listen", metavar="STAGE=HOST:PORT,...", help="built-in proxy listeners")
+@click.option(
+    "--actuator", type=click.Choice(["proxy", "webhook", "none"]), help="traffic actuator"
+)
+def serve(**options: Any) -> None:
+    """Run the sidecar: API, promotion engine and traffic actuator (PROMGATE_* env applies)."""
+    # Imported here: the sidecar's dependencies are not needed by the client commands.
+    from sidecar.app import serve as serve_sidecar  # noqa: PLC0415
+
+    settings = Settings.load(**options)
+    configure_logging(settings.log_level)
+    asyncio.run(serve_sidecar(settings))
+
+
+@cli.command()
+@click.option(
+    "--manifest",
+    "manifest_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="release manifest (JSON)",
+)
+@click.option("--stage", required=True, help="stage to promote into")
+@click.option("--upstream", metavar="URL", help="where the candidate serves, e.g. http://host:port")
+@click.option("--wait/--no-wait", default=False, help="follow the promotion until it ends")
+@api_command
+async def promote(
+    client: ApiClient, *, manifest_file: Path, stage: str, upstream: str | None, wait: bool
+) -> int:
+    """Start a promotion and print its id.
+
+    With --wait, follow it and exit 0 promoted, 1 rolled back or refused, 3 aborted,
+    4 inconclusive, 2 on errors.
+    """
+    manifest = ReleaseManifest.load(manifest_file)
+    promotion = await client.create(manifest.to_json_dict(), stage, upstream)
+    if not wait:
+        click.echo(promotion["id"])
+        return 0
+    console = _console()
+    console.print(f"promotion {promotion['id']}", highlight=False)
+    final = await follow(client, promotion["id"], console)
+    return outcome_exit_code(final["phase"])
+
+
+@cli.command()
+@click.argument("promotion_id", required=False)
+@click.option("--service", help="only this service")
+@click.option("--stage", help="only this stage")
+@click.option("--active", is_flag=True, help="only promotions still running")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@api_command
+async def status(
+    client: ApiClient,
+    *,
+    promotion_id: str | None,
+    service: str | None,
+    stage: str | None,
+    active: bool,
+    as_json: bool,
+) -> None:
+    """Show one promotion, or list promotions."""
+    if promotion_id:
+        promotion = await client.get(promotion_id)
+        if as_json:
+            click.echo(json.dumps(promotion, indent=2))
+        else:
+            _console().print(_details(promotion))
+        return
+    items = await client.list(service=service, stage=stage, active=active or None)
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("id", "service", "stage", "phase", "weight", "version", "artifact", "updated"):
+        table.add_column(column, overflow="fold")
+    for p in items:
+        table.add_row(
+            p["id"],
+            p["service"],
+            p["stage"],
+            p["phase"],
+            f"{p.get('weight', 0)}%",
+            p.get("version", ""),
+            _short(p.get("artifact")),
+            _when(p.get("updated_at")),
+        )
+    _console().print(table if items else "no promotions")
+
+
+def _details(p: Json) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    baseline = f"{p.get('baseline_version') or '?'} {p['baseline']}" if p.get("baseline") else "-"
+    rows = [
+        ("id", p["id"]),
+        ("service", p["service"]),
+        ("stage", p["stage"]),
+        ("phase", p["phase"] + (f" ({p['classification']})" if p.get("classification") else "")),
+        ("strategy", p.get("strategy", "")),
+        ("candidate", f"{p.get('version', '')} {p['artifact']}"),
+        ("baseline", baseline),
+        ("weight", f"{p.get('weight', 0)}% (step {int(p.get('step_index') or 0) + 1})"),
+        ("reason", p.get("reason") or "-"),
+        ("policy", str(p.get("policy_version", ""))),
+        ("approved by", p.get("approved_by") or "-"),
+        ("created", _when(p.get("created_at"))),
+        ("updated", _when(p.get("updated_at"))),
+    ]
+    for key, value in rows:
+        table.add_row(key, str(value))
+    return table
+
+
+@cli.command()
+@click.argument("promotion_id")
+@api_command
+async def approve(client: ApiClient, *, promotion_id: str) -> None:
+    """Approve a promotion that awaits approval."""
+    promotion = await client.approve(promotion_id)
+    click.echo(f"approved {promotion['id']}: {promotion['phase']}")
+
+
+@cli.command()
+@click.argument("promotion_id")
+@api_command
+async def abort(client: ApiClient, *, promotion_id: str) -> None:
+    """Abort a promotion; traffic returns to the stable release."""
+    promotion = await client.abort(promotion_id)
+    click.echo(f"aborted {promotion['id']}: {promotion['phase']}")
+
+
+@cli.command()
+@click.option("--promotion", "promotion_id", help="roll back this promotion")
+@click.option("--service", help="with --stage: go back one stable digest")
+@click.option("--stage", help="with --service: go back one stable digest")
+@api_command
+async def rollback(
+    client: ApiClient, *, promotion_id: str | None, service: str | None, stage: str | None
+) -> None:
+    """Roll back a promotion, or a service in a stage to its previous stable digest."""
+    if promotion_id and not (service or stage):
+        promotion = await client.rollback(promotion_id)
+        click.echo(f"rolled back {promotion['id']}: {promotion['phase']}")
+        return
+    if promotion_id or not (service and stage):
+        raise InputError("give either --promotion ID, or both --service and --stage")
+    history = await client.history(service, stage)
+    current = history[-1] if history else None
+    stable = await client.rollback_stage(service, stage)
+    was = f"{current.get('version', '')} {current['artifact']}" if current else "?"
+    click.echo(f"{service} in {stage}: {was} -> {stable.get('version', '')} {stable['artifact']}")
+
+
+@cli.command()
+@click.option("--service", required=True)
+@click.option("--stage", required=True)
+@click.option("--json", "as_json", is_flag=True, help="print JSON (oldest first) instead")
+@api_command
+async def history(client: ApiClient, *, service: str, stage: str, as_json: bool) -> None:
+    """Stable releases of a service in a stage, newest first."""
+    items = await client.history(service, stage)
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("promoted", "version", "artifact", "promotion", ""):
+        table.add_column(column, overflow="fold")
+    for index, item in enumerate(reversed(items)):
+        table.add_row(
+            _when(item.get("promoted_at")),
+            item.get("version", ""),
+            _short(item["artifact"]),
+            item.get("promotion_id", ""),
+            "current" if index == 0 else "",
+        )
+    _console().print(table if items else f"no stable release of {service} in {stage} yet")
+
+
+@cli.group()
+def policy() -> None:
+    """Work with promotion policies."""
+
+
+@policy.command("check")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def policy_check(file: Path) -> None:
+    """Validate a policy file; print every problem with its path and fix."""
+    try:
+        checked = load_policy(file)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem))
+        raise click.exceptions.Exit(1) from None
+    stages = len(checked.stages)
+    click.echo(f"ok: {checked.metadata.name} version {checked.version}, {stages} stages")
+
+
+@cli.group()
+def schema() -> None:
+    """Print JSON Schemas of promgate's inputs."""
+
+
+@schema.command("manifest")
+def schema_manifest() -> None:
+    """The release manifest's JSON Schema."""
+    click.echo(json.dumps(manifest_schema(), indent=2))
+
+
+@cli.command()
+def demo() -> None:
+    """Run the end-to-end demo: real services, Prometheus and the sidecar, on this machine."""
+    from sidecar.demo import run_demo  # noqa: PLC0415 - the demo is loaded only when run
+
+    code = asyncio.run(run_demo(_console()))
+    if code:
+        raise click.exceptions.Exit(code)
+
+
+def main() -> None:
+    """Console script entry point."""
+    cli(prog_name="promgate")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""The live progress view of one promotion, for a terminal and for CI logs alike."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from sidecar.client import ApiClient, Json
+from sidecar.domain.artifact import ArtifactRef
+from sidecar.domain.promotion import Phase
+
+TERMINAL_KINDS = frozenset(phase.value for phase in Phase if phase.terminal)
+_LIFECYCLE_KINDS = frozenset({"created", "awaiting_approval", "approved", "switched", "resumed"})
+_EXIT_CODES = {
+    Phase.PROMOTED: 0,
+    Phase.ROLLED_BACK: 1,
+    Phase.REFUSED: 1,
+    Phase.ABORTED: 3,
+    Phase.INCONCLUSIVE: 4,
+}
+_PHASE_STYLE = {
+    Phase.PROMOTED: "bold green",
+    Phase.ROLLED_BACK: "bold red",
+    Phase.REFUSED: "bold red",
+    Phase.ABORTED: "bold yellow",
+    Phase.INCONCLUSIVE: "bold yellow",
+}
+_RECONNECT_DELAY_S = 1.0
+
+
+def outcome_exit_code(phase: str) -> int:
+    """Exit code for a final phase: 0 promoted, 1 rolled back/refused, 3 aborted, 4 inconclusive."""
+    try:
+        return _EXIT_CODES.get(Phase(phase), 2)
+    except ValueError:
+        return 2
+
+
+def summarize_gates(events: Iterable[Json]) -> dict[str, dict[str, int]]:
+    """Breaches per gate and classification over every evaluation the events carry."""
+    counts: dict[str, dict[str, int]] = {}
+    for event in events:
+        for gate in event.get("data", {}).get("gates") or []:
+            tally = counts.setdefault(gate["gate"], {"transient": 0, "persistent": 0})
+            if gate.get("result") == "breach" and gate.get("classification") in tally:
+                tally[gate["classification"]] += 1
+    return counts
+
+
+def _number(value: Any) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _short(artifact: str | None) -> str:
+    return ArtifactRef.parse(artifact).short_digest if artifact else ""
+
+
+def _gate_style(gate: Json) -> str:
+    classification = gate.get("classification")
+    if classification == "persistent":
+        return "red"
+    if classification == "transient":
+        return "yellow"
+    return {"pass": "green", "no_data": "dim"}.get(gate.get("result", ""), "yellow")
+
+
+def _breach(gate: Json) -> str:
+    hard = " hard" if gate.get("hard") else ""
+    return (
+        f"{gate['gate']} {_number(gate.get('value'))} vs {_number(gate.get('threshold'))}"
+        f" ({gate.get('classification') or 'unclassified'}{hard})"
+    )
+
+
+@dataclass
+class ProgressView:
+    """What is known about a promotion, updated event by event."""
+
+    promotion: Json
+    title: str = ""
+    gates: list[Json] = field(default_factory=list)
+
+    @property
+    def phase(self) -> str:
+        return str(self.promotion["phase"])
+
+    def apply(self, event: Json) -> str | None:
+        """Take in one event; return the plain log line it deserves, if any."""
+        data: Json = event.get("data") or {}
+        kind = str(event.get("kind", ""))
+        before = self.promotion.get("step_index"), self.promotion.get("weight")
+        for key, target in (("phase", "phase"), ("weight", "weight"), ("step", "step_index")):
+            if key in data:
+                self.promotion[target] = data[key]
+        if data.get("reason"):
+            self.promotion["reason"] = data["reason"]
+        if "gates" in data:
+            self.gates = list(data["gates"])
+        prefix = f"[{self.title}] " if self.title else ""
+        reason = data.get("reason") or ""
+        if kind in TERMINAL_KINDS:
+            return f"{prefix}{kind}: {self.promotion.get('reason') or reason}"
+        if kind == "created":
+            return f"{prefix}{self._headline()}"
+        if kind in _LIFECYCLE_KINDS:
+            return f"{prefix}{kind.replace('_', ' ')}" + (f": {reason}" if reason else "")
+        step = self.promotion.get("step_index"), self.promotion.get("weight")
+        if kind == "step" or step != before:
+            return f"{prefix}step {int(step[0] or 0) + 1}: weight {step[1]}%: {reason}"
+        breaches = [g for g in data.get("gates") or [] if g.get("result") == "breach"]
+        if kind == "verdict" and breaches:
+            return f"{prefix}breach at {step[1]}%: " + "; ".join(_breach(g) for g in breaches)
+        return None
+
+    def _headline(self) -> str:
+        p = self.promotion
+        baseline = (
+            f"{p.get('baseline_version') or '?'} ({_short(p.get('baseline'))})"
+            if p.get("baseline")
+            else "none (first release)"
+        )
+        return (
+            f"{p['service']} -> {p['stage']}: candidate {p['version']} "
+            f"({_short(p['artifact'])}) vs baseline {baseline}, {p.get('strategy', '')}"
+        )
+
+    def render(self) -> RenderableType:
+        """The panel: identity, phase, step and weight, the gates, the last reason."""
+        p = self.promotion
+        phase = Phase(self.phase)
+        weight = int(p.get("weight") or 0)
+        summary = Table.grid(padding=(0, 2))
+        summary.add_column(style="bold")
+        summary.add_column()
+        summary.add_row("service", f"{p['service']} -> {p['stage']} ({p.get('strategy', '')})")
+        summary.add_row("candidate", f"{p['version']}  {_short(p['artifact'])}")
+        summary.add_row(
+            "baseline",
+            f"{p.get('baseline_version') or '?'}  {_short(p['baseline'])}"
+            if p.get("baseline")
+            else "none (first release)",
+        )
+        summary.add_row("phase", Text(phase.value, style=_PHASE_STYLE.get(phase, "bold cyan")))
+        bar = Table.grid(padding=(0, 1))
+        bar.add_row(
+            ProgressBar(
+                total=100,
+                completed=weight,
+                width=30,
+                complete_style="cyan",
+                finished_style="green",
+            ),
+            f"{weight}%  step {int(p.get('step_index') or 0) + 1}",
+        )
+        summary.add_row("weight", bar)
+        gates = Table(expand=False, box=None, header_style="bold", pad_edge=False)
+        for column in ("gate", "result", "value vs threshold", "baseline", "classification"):
+            gates.add_column(column)
+        for gate in self.gates:
+            hard = " (hard)" if gate.get("hard") else ""
+            gates.add_row(
+                str(gate["gate"]),
+                str(gate.get("result", "")),
+                f"{_number(gate.get('value'))} vs {_number(gate.get('threshold'))}{hard}",
+                _number(gate.get("baseline")),
+                str(gate.get("classification") or ""),
+                style=_gate_style(gate),
+            )
+        parts: list[RenderableType] = [summary]
+        if self.gates:
+            parts += [Text(""), gates]
+        if p.get("reason"):
+            parts += [Text(""), Text(str(p["reason"]), style="italic")]
+        title = self.title or f"promotion {p['id']}"
+        return Panel(Group(*parts), title=title, title_align="left")
+
+
+async def _stream(client: ApiClient, promotion_id: str) -> AsyncGenerator[Json, None]:
+    """Every event until the promotion ends; reconnects if the stream closes early."""
+    after = 0
+    while True:
+        async with contextlib.aclosing(client.events(promotion_id, after, follow=True)) as events:
+            async for event in events:
+                after = int(event["seq"])
+                yield event
+                if event.get("kind") in TERMINAL_KINDS:
+                    return
+        if Phase((await client.get(promotion_id))["phase"]).terminal:
+            return
+        await asyncio.sleep(_RECONNECT_DELAY_S)
+
+
+async def follow(
+    client: ApiClient, promotion_id: str, console: Console, *, title: str = ""
+) -> Json:
+    """Show a promotion's progress until it ends; return its final state.
+
+    A terminal redraws one panel; anything else (CI logs) gets one plain line per step
+    change, breach and outcome.
+    """
+    view = ProgressView(await client.get(promotion_id), title)
+    if console.is_terminal and not console.is_dumb_terminal:
+        with Live(view.render(), console=console, auto_refresh=False) as live:
+            async with contextlib.aclosing(_stream(client, promotion_id)) as events:
+                async for event in events:
+                    view.apply(event)
+                    live.update(view.render(), refresh=True)
+    else:
+        async with contextlib.aclosing(_stream(client, promotion_id)) as events:
+            async for event in events:
+                line = view.apply(event)
+                if line is not None:
+                    console.print(line, markup=False, highlight=False, soft_wrap=True)
+    return await client.get(promotion_id)

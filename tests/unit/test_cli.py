@@ -1,0 +1,549 @@
+"""The promgate CLI, its API client and the progress view, against a real stand-in API server."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from click.testing import CliRunner
+from rich.console import Console
+
+from sidecar.cli import cli
+from sidecar.client import ApiClient
+from sidecar.domain.artifact import ArtifactRef
+from sidecar.domain.promotion import Phase, Promotion, PromotionEvent
+from sidecar.errors import ConflictError, ProblemsError, PromgateError
+from sidecar.localrun import free_port
+from sidecar.progress import follow, outcome_exit_code, summarize_gates
+
+TOKEN = "tok-7f3a9c-never-print-me"
+CANDIDATE = "registry.example.com/shop/checkout:1.5.0@sha256:" + "c" * 64
+BASELINE = "registry.example.com/shop/checkout:1.4.2@sha256:" + "b" * 64
+HttpServer = Callable[[web.Application], Awaitable[str]]
+
+VALID_POLICY = """\
+apiVersion: promgate/v1
+kind: PromotionPolicy
+metadata: {name: shop}
+version: 7
+stages:
+  - name: staging
+    strategy: {canary: {steps: [50, 100], stepDuration: 10s}}
+  - name: production
+    requires: [staging]
+    strategy: {canary: {steps: [10, 25, 50, 100], stepDuration: 2m}}
+    gates:
+      slo:
+        - name: error_rate
+          ratio:
+            bad: sum(increase(http_requests_total{version="$version",code=~"5.."}[$window]))
+            total: sum(increase(http_requests_total{version="$version"}[$window]))
+          maxVsBaseline: 1.5
+          hardMax: 0.2
+"""
+
+
+def manifest(artifact: str = CANDIDATE) -> dict[str, Any]:
+    """A valid release manifest as CI would write it."""
+    return {
+        "apiVersion": "promgate/v1",
+        "service": "checkout",
+        "artifact": artifact,
+        "version": "1.5.0",
+        "build": {"id": "run-4711"},
+        "source": {"repository": "https://git.example.com/shop/checkout", "commit": "a" * 40},
+        "createdAt": "2024-05-01T12:00:00Z",
+    }
+
+
+def gate(name: str, result: str, classification: str | None, value: float) -> dict[str, Any]:
+    return {
+        "gate": name,
+        "result": result,
+        "classification": classification,
+        "value": value,
+        "baseline": 0.01,
+        "threshold": 0.015,
+        "hard": False,
+        "reason": f"{name} {value} vs 0.015",
+        "requests": 400.0,
+    }
+
+
+FINALS: dict[str, dict[str, Any]] = {
+    "promoted": {"phase": "promoted", "weight": 100, "step": 3, "reason": "all steps passed"},
+    "rolled_back": {
+        "phase": "rolled_back",
+        "weight": 0,
+        "step": 1,
+        "decision": "rollback",
+        "reason": "error_rate 0.08 vs 0.015, breached 3 evaluations in a row",
+        "gates": [gate("error_rate", "breach", "persistent", 0.08)],
+    },
+    "aborted": {"phase": "aborted", "weight": 0, "step": 1, "reason": "aborted by alice"},
+}
+
+
+@dataclass
+class StandInApi:
+    """The few routes of the promgate API the CLI needs, with realistic JSON."""
+
+    final: str = "promoted"
+    refuse: bool = False
+    promotions: dict[str, Promotion] = field(default_factory=dict)
+    created: list[dict[str, Any]] = field(default_factory=list)
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._auth])
+        app.router.add_post("/v1/promotions", self._create)
+        app.router.add_get("/v1/promotions", self._list)
+        app.router.add_get("/v1/promotions/{id}", self._get)
+        app.router.add_get("/v1/promotions/{id}/events", self._events)
+        return app
+
+    def add(self, promotion_id: str, phase: Phase = Phase.PENDING) -> Promotion:
+        promotion = Promotion(
+            id=promotion_id,
+            service="checkout",
+            stage="production",
+            artifact=ArtifactRef.parse(CANDIDATE),
+            version="1.5.0",
+            policy_version="7",
+            strategy="canary",
+            candidate_upstream="http://10.0.0.7:8080",
+            manifest=manifest(),
+            created_at=1714564800.0,
+            updated_at=1714564800.0,
+            phase=phase,
+            baseline=ArtifactRef.parse(BASELINE),
+            baseline_upstream="http://10.0.0.6:8080",
+            baseline_version="1.4.2",
+        )
+        self.promotions[promotion_id] = promotion
+        return promotion
+
+    def script(self, promotion_id: str) -> list[dict[str, Any]]:
+        progressing = {"phase": "progressing", "decision": "pass", "action": "set_weight"}
+        steps = [
+            ("created", {"phase": "pending", "weight": 0, "step": 0}),
+            ("step", {**progressing, "weight": 10, "step": 0, "reason": "canary step 1: 10%"}),
+            (
+                "verdict",
+                {
+                    **progressing,
+                    "weight": 10,
+                    "step": 0,
+                    "decision": "wait",
+                    "action": "wait",
+                    "reason": "error_rate 0.03 vs 0.015 (transient, 1 of 3)",
+                    "gates": [gate("error_rate", "breach", "transient", 0.03)],
+                },
+            ),
+            (
+                "step",
+                {
+                    **progressing,
+                    "weight": 25,
+                    "step": 1,
+                    "reason": "step 1 passed",
+                    "gates": [gate("error_rate", "pass", None, 0.011)],
+                },
+            ),
+            (self.final, FINALS[self.final]),
+        ]
+        return [
+            PromotionEvent(promotion_id, seq, 1714564800.0 + seq, kind, data).to_dict()
+            for seq, (kind, data) in enumerate(steps, start=1)
+        ]
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return error(401, "AuthError", "missing or unknown bearer token")
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    async def _create(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.created.append(body)
+        if self.refuse:
+            return error(
+                422,
+                "MetadataGateError",
+                "checkout 1.5.0 refused by stage production: 2 critical vulnerabilities "
+                "(at most 0 allowed)",
+                promotion_id="9d8e7f6a5b4c",
+            )
+        promotion = self.add("4f2c8a1b9e07")
+        return web.json_response(promotion.to_dict(), status=201)
+
+    async def _list(self, request: web.Request) -> web.Response:
+        items = [p.to_dict() for p in self.promotions.values()]
+        return web.json_response({"items": items})
+
+    async def _get(self, request: web.Request) -> web.Response:
+        promotion = self.promotions.get(request.match_info["id"])
+        if promotion is None:
+            return error(404, "NotFoundError", "no promotion " + request.match_info["id"])
+        return web.json_response(promotion.to_dict())
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        promotion_id = request.match_info["id"]
+        after = int(request.query.get("after", "0"))
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        for event in self.script(promotion_id):
+            if event["seq"] <= after:
+                continue
+            await asyncio.sleep(0.02)
+            await response.write(json.dumps(event).encode() + b"\n")
+        self.promotions[promotion_id] = self.promotions[promotion_id].evolve(
+            phase=Phase.PROGRESSING
+        )
+        final = FINALS[self.final]
+        self.promotions[promotion_id] = self.promotions[promotion_id].evolve(
+            phase=Phase(final["phase"]), weight=final["weight"], reason=final["reason"]
+        )
+        await response.write_eof()
+        return response
+
+
+def error(status: int, kind: str, message: str, **extra: Any) -> web.Response:
+    body = {"error": {"type": kind, "message": message, "problems": [], **extra}}
+    return web.json_response(body, status=status)
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+
+async def promgate(*args: str, server: str, token: str = TOKEN) -> Run:
+    """Run the real CLI in a child process so the stand-in server keeps serving meanwhile."""
+    env = {**os.environ, "PROMGATE_SERVER": server, "PROMGATE_TOKEN": token}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sidecar.cli",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    run = Run(process.returncode, stdout.decode(), stderr.decode())
+    assert TOKEN not in run.stdout + run.stderr
+    assert "Traceback" not in run.stderr
+    return run
+
+
+@pytest.fixture
+def manifest_file(tmp_path: Path) -> Path:
+    path = tmp_path / "release.json"
+    path.write_text(json.dumps(manifest(), indent=2))
+    return path
+
+
+# Local commands
+
+
+def test_policy_check_accepts_a_valid_policy(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(VALID_POLICY)
+    result = CliRunner().invoke(cli, ["policy", "check", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "ok: shop version 7, 2 stages"
+
+
+def test_policy_check_lists_every_problem_with_file_path_and_fix(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        VALID_POLICY.replace("[10, 25, 50, 100]", "[10, 5]").replace("maxVsBaseline", "maxVsBase")
+    )
+    result = CliRunner().invoke(cli, ["policy", "check", str(path)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 2
+    assert all(line.startswith(f"{path}: stages[1].") and "(fix: " in line for line in lines)
+    assert any("stages[1].strategy.canary.steps" in line for line in lines)
+    assert any("maxVsBase: unknown field" in line for line in lines)
+
+
+def test_schema_manifest_is_json_schema_requiring_the_artifact() -> None:
+    result = CliRunner().invoke(cli, ["schema", "manifest"])
+    assert result.exit_code == 0
+    schema = json.loads(result.output)
+    assert "artifact" in schema["required"]
+    assert schema["$schema"].startswith("https://json-schema.org/")
+
+
+def test_promote_refuses_a_manifest_without_digest_locally(tmp_path: Path) -> None:
+    path = tmp_path / "release.json"
+    path.write_text(json.dumps(manifest("registry.example.com/shop/checkout:1.5.0")))
+    result = CliRunner().invoke(
+        cli, ["promote", "--manifest", str(path), "--stage", "production", "--wait"]
+    )
+    assert result.exit_code == 2
+    assert result.stderr.startswith("promgate: ")
+    assert f"{path}: artifact: " in result.stderr
+    assert "no digest" in result.stderr
+    assert "crane digest" in result.stderr
+
+
+def test_promote_names_the_file_and_line_of_malformed_json(tmp_path: Path) -> None:
+    path = tmp_path / "release.json"
+    path.write_text('{\n  "service": "checkout",\n  "version": 1.5.0\n}\n')
+    result = CliRunner().invoke(cli, ["promote", "--manifest", str(path), "--stage", "staging"])
+    assert result.exit_code == 2
+    assert f"{path} is not JSON" in result.stderr
+    assert "line 3 column" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("phase", "code"),
+    [
+        ("promoted", 0),
+        ("rolled_back", 1),
+        ("refused", 1),
+        ("aborted", 3),
+        ("inconclusive", 4),
+        ("progressing", 2),
+        ("awaiting_approval", 2),
+        ("no-such-phase", 2),
+    ],
+)
+def test_outcome_exit_code(phase: str, code: int) -> None:
+    assert outcome_exit_code(phase) == code
+
+
+@pytest.mark.parametrize(
+    ("events", "expected"),
+    [
+        ([], {}),
+        (
+            [{"kind": "created", "data": {"phase": "pending"}}],
+            {},
+        ),
+        (
+            [{"kind": "verdict", "data": {"gates": [gate("latency", "pass", None, 0.1)]}}],
+            {"latency": {"transient": 0, "persistent": 0}},
+        ),
+        (
+            [
+                {"kind": "verdict", "data": {"gates": [gate("err", "breach", "transient", 1)]}},
+                {"kind": "verdict", "data": {"gates": [gate("err", "breach", "transient", 1)]}},
+                {"kind": "verdict", "data": {"gates": [gate("err", "no_data", None, 0)]}},
+                {
+                    "kind": "rolled_back",
+                    "data": {
+                        "gates": [
+                            gate("err", "breach", "persistent", 1),
+                            gate("p99", "unavailable", "transient", 0),
+                        ]
+                    },
+                },
+            ],
+            {"err": {"transient": 2, "persistent": 1}, "p99": {"transient": 0, "persistent": 0}},
+        ),
+    ],
+)
+def test_summarize_gates(events: list[dict[str, Any]], expected: dict[str, Any]) -> None:
+    assert summarize_gates(events) == expected
+
+
+# Commands that talk to a (stand-in) promgate server
+
+
+async def test_status_lists_promotions_and_shows_one(http_server: HttpServer) -> None:
+    api = StandInApi()
+    api.add("4f2c8a1b9e07", Phase.PROGRESSING)
+    server = await http_server(api.app())
+    listed = await promgate("status", server=server)
+    assert listed.code == 0, listed.stderr
+    assert "4f2c8a1b9e07" in listed.stdout
+    assert "progressing" in listed.stdout
+    one = await promgate("status", "4f2c8a1b9e07", "--json", server=server)
+    assert one.code == 0, one.stderr
+    assert json.loads(one.stdout)["artifact"] == CANDIDATE
+    missing = await promgate("status", "000000000000", server=server)
+    assert missing.code == 2
+    assert missing.stderr == "promgate: no promotion 000000000000\n"
+
+
+@pytest.mark.parametrize(("final", "code"), [("promoted", 0), ("rolled_back", 1), ("aborted", 3)])
+async def test_promote_wait_exits_with_the_outcome(
+    http_server: HttpServer, manifest_file: Path, final: str, code: int
+) -> None:
+    api = StandInApi(final=final)
+    server = await http_server(api.app())
+    run = await promgate(
+        "promote", "--manifest", str(manifest_file), "--stage", "production", "--wait",
+        "--upstream", "http://10.0.0.7:8080", server=server,
+    )  # fmt: skip
+    assert run.code == code, run.stderr
+    assert api.created[0]["stage"] == "production"
+    assert api.created[0]["upstream"] == "http://10.0.0.7:8080"
+    assert api.created[0]["manifest"]["artifact"] == CANDIDATE
+    lines = run.stdout.splitlines()
+    assert lines[0] == "promotion 4f2c8a1b9e07"
+    assert lines[1].startswith("checkout -> production: candidate 1.5.0 (cccccccccccc)")
+    assert "step 2: weight 25%" in run.stdout
+    assert "breach at 10%: error_rate 0.03 vs 0.015 (transient)" in run.stdout
+    assert lines[-1] == f"{final}: {FINALS[final]['reason']}"
+
+
+async def test_promote_without_wait_prints_the_id(
+    http_server: HttpServer, manifest_file: Path
+) -> None:
+    server = await http_server(StandInApi().app())
+    run = await promgate(
+        "promote", "--manifest", str(manifest_file), "--stage", "production", server=server
+    )
+    assert (run.code, run.stdout) == (0, "4f2c8a1b9e07\n")
+
+
+async def test_refusal_exits_1_with_the_record_id(
+    http_server: HttpServer, manifest_file: Path
+) -> None:
+    server = await http_server(StandInApi(refuse=True).app())
+    run = await promgate(
+        "promote", "--manifest", str(manifest_file), "--stage", "production", "--wait",
+        server=server,
+    )  # fmt: skip
+    assert run.code == 1
+    assert "2 critical vulnerabilities" in run.stderr
+    assert "9d8e7f6a5b4c" in run.stderr
+
+
+async def test_bad_token_exits_2(http_server: HttpServer) -> None:
+    server = await http_server(StandInApi().app())
+    run = await promgate("status", server=server, token="tok-wrong-one")
+    assert run.code == 2
+    assert run.stderr == "promgate: missing or unknown bearer token\n"
+    assert "tok-wrong-one" not in run.stdout + run.stderr
+
+
+async def test_unreachable_server_exits_2_naming_it(manifest_file: Path) -> None:
+    server = f"http://127.0.0.1:{free_port()}"
+    run = await promgate(
+        "promote", "--manifest", str(manifest_file), "--stage", "production", server=server
+    )
+    assert run.code == 2
+    assert run.stderr.startswith(f"promgate: promgate server {server} is unreachable")
+    assert "promgate serve" in run.stderr
+
+
+async def test_follow_redraws_a_panel_on_a_terminal(http_server: HttpServer) -> None:
+    api = StandInApi(final="rolled_back")
+    api.add("4f2c8a1b9e07")
+    server = await http_server(api.app())
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120, color_system=None)
+    async with ApiClient(server, TOKEN) as client:
+        final = await follow(client, "4f2c8a1b9e07", console, title="checkout 1.5.0")
+    assert final["phase"] == "rolled_back"
+    screen = out.getvalue()
+    assert "checkout 1.5.0" in screen
+    assert "value vs threshold" in screen
+    assert "persistent" in screen
+    assert "1.4.2  bbbbbbbbbbbb" in screen
+
+
+async def test_client_maps_problems_and_conflicts(http_server: HttpServer) -> None:
+    async def bad(request: web.Request) -> web.Response:
+        problem = {"path": "stage", "message": "unknown stage 'prod'", "fix": "use production"}
+        body = {
+            "error": {"type": "InputError", "message": "invalid request", "problems": [problem]}
+        }
+        return web.json_response(body, status=400)
+
+    async def busy(request: web.Request) -> web.Response:
+        return error(409, "ConflictError", "promotion 1 is active", promotion_id="1")
+
+    app = web.Application()
+    app.router.add_post("/v1/promotions", bad)
+    app.router.add_post("/v1/promotions/{id}/approve", busy)
+    server = await http_server(app)
+    async with ApiClient(server) as client:
+        with pytest.raises(ProblemsError) as problems:
+            await client.create(manifest(), "prod")
+        assert "stage: unknown stage 'prod' (fix: use production)" in str(problems.value)
+        with pytest.raises(ConflictError) as conflict:
+            await client.approve("1")
+        assert conflict.value.promotion_id == "1"
+
+
+async def test_stage_rollback_prints_from_and_to(http_server: HttpServer) -> None:
+    history = [
+        {"service": "checkout", "stage": "production", "artifact": artifact, "version": version,
+         "upstream": f"http://10.0.0.{n}:8080", "promotion_id": f"p{n}", "promoted_at": 1.7e9 + n}
+        for n, (artifact, version) in enumerate([(BASELINE, "1.4.2"), (CANDIDATE, "1.5.0")])
+    ]  # fmt: skip
+
+    async def read_history(request: web.Request) -> web.Response:
+        return web.json_response({"items": history})
+
+    async def roll_back(request: web.Request) -> web.Response:
+        history.pop()
+        return web.json_response({"stable": history[-1]})
+
+    app = StandInApi().app()
+    stage_path = "/v1/stages/production/services/checkout"
+    app.router.add_get(f"{stage_path}/history", read_history)
+    app.router.add_post(f"{stage_path}/rollback", roll_back)
+    server = await http_server(app)
+    listed = await promgate("history", "--service", "checkout", "--stage", "production",
+                            server=server)  # fmt: skip
+    assert listed.code == 0, listed.stderr
+    rows = [line.split() for line in listed.stdout.splitlines()[1:]]
+    assert [row[2] for row in rows] == ["1.5.0", "1.4.2"]
+    assert rows[0][3:] == [
+        "registry.example.com/shop/checkout:1.5.0@sha256:cccccccccccc",
+        "p1",
+        "current",
+    ]
+    as_json = await promgate("history", "--service", "checkout", "--stage", "production",
+                             "--json", server=server)  # fmt: skip
+    assert json.loads(as_json.stdout) == history
+    run = await promgate("rollback", "--service", "checkout", "--stage", "production",
+                         server=server)  # fmt: skip
+    assert run.code == 0, run.stderr
+    assert run.stdout == f"checkout in production: 1.5.0 {CANDIDATE} -> 1.4.2 {BASELINE}\n"
+    unclear = await promgate("rollback", "--service", "checkout", server=server)
+    assert unclear.code == 2
+    assert "--promotion ID, or both --service and --stage" in unclear.stderr
+
+
+async def test_event_stream_skips_keepalives_and_reports_in_band_errors(
+    http_server: HttpServer,
+) -> None:
+    async def events(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        first = PromotionEvent("p1", 1, 1.0, "created", {"phase": "pending"}).to_dict()
+        await response.write(json.dumps(first).encode() + b"\n\n")
+        failure = {"error": {"type": "LedgerError", "message": "ledger is locked"}}
+        await response.write(json.dumps(failure).encode() + b"\n")
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v1/promotions/{id}/events", events)
+    server = await http_server(app)
+    received: list[dict[str, Any]] = []
+    async with ApiClient(server) as client:
+        with pytest.raises(PromgateError, match="broke off: ledger is locked"):
+            async for event in client.events("p1", follow=True):
+                received.append(event)
+    assert [e["kind"] for e in received] == ["created"]
