@@ -151,12 +151,12 @@ class DemoEnvironment:
             labels={stage: {"stage": stage} for stage in STAGES},
         )
         self.processes.append(prometheus)
-        for process_url in [self.service_url(v, s) for s in STAGES for v in VERSIONS]:
-            await wait_until(
-                lambda u=process_url: url_is_ok(f"{u}/healthz"),
-                20,  # type: ignore[misc]
-                what=f"example service {process_url}",
-            )
+        urls = [f"{self.service_url(v, s)}/healthz" for s in STAGES for v in VERSIONS]
+
+        async def services_up() -> bool:
+            return all(await asyncio.gather(*(url_is_ok(url) for url in urls)))
+
+        await wait_until(services_up, 20, what="the example services to answer /healthz")
         token = secrets.token_urlsafe(24)
         tokens = self.workdir / "tokens"
         tokens.write_text(f"admin demo {token}\n")

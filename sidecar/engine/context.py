@@ -9,7 +9,6 @@ saved but not applied, and never repeats one that was.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,10 +41,9 @@ class EventBus:
         if event is not None:
             event.set()
 
-    async def wait(self, promotion_id: str, timeout_s: float) -> None:
-        event = self._changed.setdefault(promotion_id, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout_s)
+    def waiter(self, promotion_id: str) -> asyncio.Event:
+        """An event set at the next notify; take it *before* reading, so nothing slips by."""
+        return self._changed.setdefault(promotion_id, asyncio.Event())
 
 
 @dataclass

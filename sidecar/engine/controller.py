@@ -225,9 +225,11 @@ class Controller:
         self, promotion_id: str, after: int, timeout_s: float
     ) -> Sequence[PromotionEvent]:
         """Events after ``after``, waiting up to ``timeout_s`` for the first new one."""
+        changed = self.ctx.bus.waiter(promotion_id)
         events = await self.events(promotion_id, after)
         if not events:
-            await self.ctx.bus.wait(promotion_id, timeout_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout_s)
             events = await self.events(promotion_id, after)
         return events
 

@@ -1,0 +1,434 @@
+"""The HTTP API: thin handlers over the Controller, bearer-token roles, one error mapping.
+
+Every error a client can cause comes back as ``{"error": {"type", "message", "problems"}}``
+with the status its kind calls for; anything unexpected is a 500 whose traceback is logged
+and never returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sidecar.api.auth import Principal, Role, TokenTable
+from sidecar.domain.promotion import PromotionEvent, StableRelease
+from sidecar.domain.validation import problems_from
+from sidecar.engine.controller import Controller
+from sidecar.errors import (
+    ActuationError,
+    AuthError,
+    ConflictError,
+    InputError,
+    LedgerError,
+    ManifestError,
+    NotFoundError,
+    Problem,
+    ProblemsError,
+    PromgateError,
+    RefusedError,
+    TagMutationError,
+)
+from sidecar.telemetry.logging import get_logger
+
+_log = get_logger("api")
+
+_GRACE_S = 0.5  # after a terminal phase, how long to wait for trailing events
+_TRUE = frozenset({"1", "true", "yes"})
+_FALSE = frozenset({"0", "false", "no"})
+_CHALLENGE = 'Bearer realm="promgate"'
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class RequestError(ProblemsError):
+    """The request itself (JSON, fields, query parameters) is malformed."""
+
+
+class _CreateRequest(BaseModel):
+    """The body of ``POST /v1/promotions``; the manifest is validated by the engine."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    manifest: dict[str, Any]
+    stage: str = Field(min_length=1)
+    upstream: str | None = None
+
+    @field_validator("upstream")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                url = urlsplit(value)
+                ok = url.scheme in ("http", "https") and bool(url.hostname) and url.port != 0
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError("must be an http(s) URL, e.g. http://127.0.0.1:9001")
+            if url.username or url.password:
+                raise ValueError("must not carry credentials; the ledger stores it as is")
+        return value
+
+
+def build_api(
+    controller: Controller,
+    tokens: TokenTable,
+    registry: CollectorRegistry,
+    *,
+    max_body_bytes: int = 1 << 20,
+    keepalive_s: float = 15.0,
+) -> web.Application:
+    """The aiohttp application; ``keepalive_s`` is the idle time before a stream keepalive."""
+    api = _Api(controller, tokens, registry, keepalive_s)
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[_errors])
+    app.on_shutdown.append(api.close_streams)
+    app.router.add_post("/v1/promotions", api.create)
+    app.router.add_get("/v1/promotions", api.list_promotions)
+    app.router.add_get("/v1/promotions/{id}", api.get_promotion, name="promotion")
+    app.router.add_get("/v1/promotions/{id}/events", api.events)
+    app.router.add_post("/v1/promotions/{id}/approve", api.approve)
+    app.router.add_post("/v1/promotions/{id}/abort", api.abort)
+    app.router.add_post("/v1/promotions/{id}/rollback", api.rollback)
+    app.router.add_post("/v1/stages/{stage}/services/{service}/rollback", api.rollback_stage)
+    app.router.add_get("/v1/stages/{stage}/services/{service}/history", api.history)
+    app.router.add_get("/healthz", api.healthz)
+    app.router.add_get("/readyz", api.readyz)
+    app.router.add_get("/metrics", api.metrics)
+    return app
+
+
+class _Api:
+    """The handlers; each checks the caller's role, then asks the Controller."""
+
+    def __init__(
+        self,
+        controller: Controller,
+        tokens: TokenTable,
+        registry: CollectorRegistry,
+        keepalive_s: float,
+    ) -> None:
+        self.controller = controller
+        self.tokens = tokens
+        self.registry = registry
+        self.keepalive_s = keepalive_s
+        self._streaming: list[str] = []  # promotion ids with an open event stream
+        self._closing = False
+
+    def _principal(self, request: web.Request, needed: Role) -> Principal:
+        return self.tokens.authenticate(request.headers.get("Authorization"), needed)
+
+    async def _audit(self, principal: Principal, action: str, target: str) -> None:
+        now = self.controller.ctx.clock.now()
+        await self.controller.ctx.ledger.audit(principal.name, action, target, now)
+
+    async def create(self, request: web.Request) -> web.Response:
+        principal = self._principal(request, Role.PROMOTER)
+        body = _parse_create(await _read_json(request))
+        try:
+            promotion = await self.controller.create(
+                body.manifest, body.stage, upstream=body.upstream or "", actor=principal.name
+            )
+        except RefusedError as exc:
+            if exc.promotion_id is not None:  # the refusal was stored: a write to account for
+                await self._audit(principal, "create", exc.promotion_id)
+            raise
+        except ManifestError as exc:
+            raise _within("manifest", exc) from None
+        await self._audit(principal, "create", promotion.id)
+        location = request.app.router["promotion"].url_for(id=promotion.id)
+        return web.json_response(
+            promotion.to_dict(), status=201, headers={"Location": str(location)}
+        )
+
+    async def list_promotions(self, request: web.Request) -> web.Response:
+        self._principal(request, Role.VIEWER)
+        query = request.query
+        promotions = await self.controller.list(
+            service=query.get("service") or None,
+            stage=query.get("stage") or None,
+            active=_flag(query.get("active"), "active"),
+        )
+        return web.json_response({"items": [p.to_dict() for p in promotions]})
+
+    async def get_promotion(self, request: web.Request) -> web.Response:
+        self._principal(request, Role.VIEWER)
+        promotion = await self.controller.get(request.match_info["id"])
+        return web.json_response(promotion.to_dict())
+
+    async def approve(self, request: web.Request) -> web.Response:
+        principal = self._principal(request, Role.APPROVER)
+        promotion = await self.controller.approve(request.match_info["id"], principal.name)
+        return web.json_response(promotion.to_dict())
+
+    async def abort(self, request: web.Request) -> web.Response:
+        principal = self._principal(request, Role.PROMOTER)
+        promotion = await self.controller.abort(request.match_info["id"], principal.name)
+        return web.json_response(promotion.to_dict())
+
+    async def rollback(self, request: web.Request) -> web.Response:
+        principal = self._principal(request, Role.PROMOTER)
+        promotion = await self.controller.abort(
+            request.match_info["id"], principal.name, rollback=True
+        )
+        return web.json_response(promotion.to_dict())
+
+    async def rollback_stage(self, request: web.Request) -> web.Response:
+        principal = self._principal(request, Role.PROMOTER)
+        info = request.match_info
+        stable = await self.controller.rollback_stage(
+            info["service"], info["stage"], principal.name
+        )
+        return web.json_response({"stable": _stable_dict(stable)})
+
+    async def history(self, request: web.Request) -> web.Response:
+        self._principal(request, Role.VIEWER)
+        info = request.match_info
+        history = await self.controller.stable_history(info["service"], info["stage"])
+        return web.json_response({"items": [_stable_dict(s) for s in history]})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if self.controller.ready:
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "starting"}, status=503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encode(self.registry), headers={"Content-Type": content_type})
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """The event log as SSE or NDJSON; with ``follow`` it streams until the end."""
+        self._principal(request, Role.VIEWER)
+        promotion_id = request.match_info["id"]
+        await self.controller.get(promotion_id)  # 404 before the stream starts
+        sse = "text/event-stream" in request.headers.get("Accept", "")
+        after = _count(request.query.get("after"), "after")
+        if sse and "Last-Event-ID" in request.headers:
+            after = max(after, _count(request.headers["Last-Event-ID"], "Last-Event-ID"))
+        follow = bool(_flag(request.query.get("follow"), "follow"))
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream" if sse else "application/x-ndjson",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+        self._streaming.append(promotion_id)
+        try:
+            await self._stream(response, promotion_id, after, follow, sse)
+        except ConnectionError:  # the client went away; nothing is wrong
+            pass
+        except Exception as exc:  # headers are sent: report in-band, then end the stream
+            status, body, _ = _describe(exc, request)
+            _log_failure(exc, status, request.method, request.path)
+            data = json.dumps(body, separators=(",", ":"))
+            with contextlib.suppress(ConnectionError):
+                await response.write(_sse("error", data) if sse else f"{data}\n".encode())
+        finally:
+            self._streaming.remove(promotion_id)
+        return response
+
+    async def _stream(
+        self, response: web.StreamResponse, promotion_id: str, after: int, follow: bool, sse: bool
+    ) -> None:
+        async def send(events: Sequence[PromotionEvent]) -> int:
+            for event in events:
+                data = json.dumps(event.to_dict(), separators=(",", ":"))
+                await response.write(
+                    _sse(event.kind, data, event.seq) if sse else f"{data}\n".encode()
+                )
+            return events[-1].seq if events else after
+
+        after = await send(await self.controller.events(promotion_id, after))
+        while follow and not self._closing:
+            if (await self.controller.get(promotion_id)).phase.terminal:
+                await self.controller.wait_finished(promotion_id)
+                while events := await self.controller.wait_events(promotion_id, after, _GRACE_S):
+                    after = await send(events)
+                return
+            events = await self.controller.wait_events(promotion_id, after, self.keepalive_s)
+            if events:
+                after = await send(events)
+            else:
+                await response.write(b": keepalive\n\n" if sse else b"\n")
+
+    async def close_streams(self, app: web.Application) -> None:
+        """On shutdown, wake every waiting stream so it ends now rather than at its timeout."""
+        self._closing = True
+        for promotion_id in set(self._streaming):
+            self.controller.ctx.bus.notify(promotion_id)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Maps every exception to a JSON error response; nothing escapes to aiohttp."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        status, body, headers = _describe(exc, request)
+    except Exception as exc:
+        status, body, headers = _describe(exc, request)
+        _log_failure(exc, status, request.method, request.path)
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _log_failure(exc: Exception, status: int, method: str, path: str) -> None:
+    """Server-side failures are logged; our own errors need no traceback, others do."""
+    if status < 500:
+        return
+    where = {"method": method, "path": path}
+    if isinstance(exc, PromgateError):
+        _log.warning("request failed", extra={**where, "error": str(exc)})
+    else:
+        _log.error("request failed", extra=where, exc_info=exc)
+
+
+def _describe(exc: Exception, request: web.Request) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """The status, JSON body and headers that tell a client what went wrong."""
+    status, kind, message, headers = _classify(exc, request)
+    error: dict[str, Any] = {
+        "type": kind,
+        "message": message,
+        "problems": [
+            {"path": p.path, "message": p.message, "fix": p.fix}
+            for p in getattr(exc, "problems", ())
+        ],
+    }
+    if isinstance(exc, RefusedError) and exc.promotion_id is not None:
+        error["promotion_id"] = exc.promotion_id
+    return status, {"error": error}, headers
+
+
+def _classify(exc: Exception, request: web.Request) -> tuple[int, str, str, dict[str, str]]:
+    kind = type(exc).__name__
+    if isinstance(exc, web.HTTPException):
+        return _classify_http(exc, request)
+    if isinstance(exc, AuthError):
+        headers = {"WWW-Authenticate": _CHALLENGE} if exc.status == 401 else {}
+        return exc.status, kind, str(exc), headers
+    if isinstance(exc, PromgateError):
+        return _status(exc), kind, str(exc), {}
+    return 500, "InternalError", "internal error; the server log has the details", {}
+
+
+def _status(exc: PromgateError) -> int:
+    if isinstance(exc, InputError):
+        return 400
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, ConflictError | TagMutationError):
+        return 409
+    if isinstance(exc, RefusedError):
+        return 422
+    if isinstance(exc, ActuationError):
+        return 502
+    if isinstance(exc, LedgerError):
+        return 503
+    return 500
+
+
+def _classify_http(
+    exc: web.HTTPException, request: web.Request
+) -> tuple[int, str, str, dict[str, str]]:
+    if exc.status == 404:
+        message = f"no such route: {request.method} {request.path}"
+        return 404, "NotFoundError", message, {}
+    if exc.status == 405:
+        allowed = exc.headers.get("Allow", "")
+        message = f"{request.method} is not allowed on {request.path}; use {allowed}"
+        return 405, "MethodNotAllowed", message, {"Allow": allowed}
+    if exc.status == 413:
+        message = f"request body is larger than the limit of {request.client_max_size} bytes"
+        return 413, "PayloadTooLarge", message, {}
+    return exc.status, type(exc).__name__, exc.reason, {}
+
+
+async def _read_json(request: web.Request) -> Any:
+    """The parsed body; malformed JSON is a 400 that says where it breaks."""
+    limit = request.client_max_size
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    raw = await request.read()
+    if not raw.strip():
+        raise RequestError(
+            "request body is empty", [Problem("", "no JSON body", "send a JSON object")]
+        )
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise RequestError(
+            "request body is not UTF-8", [Problem("", "not UTF-8 text", "send UTF-8 JSON")]
+        ) from None
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno}"
+        raise RequestError(
+            f"request body is not valid JSON at {where}: {exc.msg}",
+            [Problem(where, exc.msg, "fix the JSON")],
+        ) from None
+
+
+def _parse_create(data: Any) -> _CreateRequest:
+    if not isinstance(data, dict):
+        raise RequestError(
+            "request body is invalid",
+            [Problem("", "must be a JSON object", 'send {"manifest": {...}, "stage": "name"}')],
+        )
+    try:
+        return _CreateRequest.model_validate(data)
+    except ValidationError as exc:
+        problems = problems_from(exc, "request", 'send {"manifest": {...}, "stage": "name"}')
+        raise RequestError("request body is invalid", problems) from None
+
+
+def _within(prefix: str, exc: ManifestError) -> ManifestError:
+    """The same error with field paths from the request body's root, e.g. ``manifest.build``."""
+    problems = [
+        replace(p, path=f"{prefix}.{p.path}" if p.path else prefix, file="") for p in exc.problems
+    ]
+    return ManifestError(f"{prefix} is invalid", problems)
+
+
+def _flag(value: str | None, name: str) -> bool | None:
+    if value is None or value == "":
+        return None
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise RequestError(
+        f"query parameter {name} is invalid",
+        [Problem(name, f"{value!r} is not a boolean", "use true or false")],
+    )
+
+
+def _count(value: str | None, name: str) -> int:
+    if value is None or value == "":
+        return 0
+    if not (value.isascii() and value.isdigit()):
+        raise RequestError(
+            f"{name} is invalid",
+            [Problem(name, f"{value!r} is not a whole number", "use an event seq, e.g. 0")],
+        )
+    return int(value)
+
+
+def _sse(kind: str, data: str, seq: int | None = None) -> bytes:
+    head = f"id: {seq}\n" if seq is not None else ""
+    return f"{head}event: {kind}\ndata: {data}\n\n".encode()
+
+
+def _stable_dict(stable: StableRelease) -> dict[str, Any]:
+    return {**asdict(stable), "artifact": str(stable.artifact)}
