@@ -9,6 +9,7 @@ occur and never cross it. Each error says what was wrong, where, and what to do.
     │   ├── ArtifactReferenceError   not an OCI reference, or no digest
     │   ├── ManifestError            release manifest fails its schema
     │   ├── PolicyError              promotion policy fails validation (carries every problem)
+    │   ├── RequestError             an API request body or parameter is malformed
     │   └── SettingsError            a setting or PROMGATE_* variable is invalid
     ├── RefusedError             the release is refused by a rule (CLI exit 1, HTTP 409/422)
     │   ├── TagMutationError         a known tag arrived with a different digest
@@ -73,6 +74,10 @@ class ManifestError(ProblemsError):
 
 class PolicyError(ProblemsError):
     """The promotion policy does not validate."""
+
+
+class RequestError(ProblemsError):
+    """An API request itself (JSON, fields, query parameters) is malformed."""
 
 
 class SettingsError(InputError):

@@ -32,9 +32,9 @@ from sidecar.errors import (
     ManifestError,
     NotFoundError,
     Problem,
-    ProblemsError,
     PromgateError,
     RefusedError,
+    RequestError,
     TagMutationError,
 )
 from sidecar.telemetry.logging import get_logger
@@ -47,10 +47,6 @@ _FALSE = frozenset({"0", "false", "no"})
 _CHALLENGE = 'Bearer realm="promgate"'
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class RequestError(ProblemsError):
-    """The request itself (JSON, fields, query parameters) is malformed."""
 
 
 class _CreateRequest(BaseModel):

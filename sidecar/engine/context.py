@@ -2,14 +2,14 @@
 
 Every state change goes through :meth:`EngineContext.move`: save the new state (with a
 new actuation sequence number when traffic must change), append an event, then make the
-actuator match. After a crash, :meth:`ensure_applied` finishes an actuation that was
-saved but not applied, and never repeats one that was.
+actuator match. A failed actuation is remembered in ``unapplied`` and retried by the
+controller; after a crash, :meth:`ensure_applied` finishes an actuation that was saved
+but not applied, and never repeats one that was.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +56,7 @@ class EngineContext:
     tracer: trace.Tracer
     clock: Clock
     bus: EventBus = field(default_factory=EventBus)
-    on_finished: Callable[[Promotion], None] | None = None
+    unapplied: set[str] = field(default_factory=set)
 
     async def event(self, promotion: Promotion, kind: str, data: dict[str, Any]) -> None:
         await self.ledger.append_event(promotion.id, kind, data, self.clock.now())
@@ -69,9 +69,14 @@ class EngineContext:
         event: str,
         data: dict[str, Any] | None = None,
         actuate: bool = True,
+        raise_on_failure: bool = False,
         **changes: Any,
     ) -> Promotion:
-        """Save ``changes``, log ``event``, and shift traffic if the split changed."""
+        """Save ``changes``, log ``event``, and shift traffic if the split changed.
+
+        A failed actuation is kept in ``unapplied`` for retry; it raises only with
+        ``raise_on_failure`` (a person's command: they should hear of it at once).
+        """
         moved = promotion.evolve(updated_at=self.clock.now(), **changes)
         traffic_changed = actuate and desired_traffic(moved) != desired_traffic(
             promotion.evolve(actuation_seq=moved.actuation_seq)
@@ -90,13 +95,15 @@ class EngineContext:
         await self.event(moved, event, payload)
         self.recorder.progress(moved)
         if traffic_changed:
-            await self.ensure_applied(moved)
+            try:
+                await self.ensure_applied(moved)
+            except ActuationError:
+                if raise_on_failure:
+                    raise
         if moved.phase is Phase.PROMOTED:
             await self._record_stable(moved)
         if moved.phase.terminal and not promotion.phase.terminal:
             self.recorder.finished(moved)
-            if self.on_finished is not None:
-                self.on_finished(moved)
         return moved
 
     async def ensure_applied(self, promotion: Promotion) -> None:
@@ -124,6 +131,7 @@ class EngineContext:
                 await self.actuator.apply(desired)
             except ActuationError as exc:
                 span.record_exception(exc)
+                self.unapplied.add(promotion.id)
                 self.recorder.actuation(promotion, ok=False)
                 _log.error(
                     "actuation failed",
@@ -133,7 +141,11 @@ class EngineContext:
                         "error": str(exc),
                     },
                 )
+                await self.event(
+                    promotion, "actuation_failed", {"sequence": desired.sequence, "error": str(exc)}
+                )
                 raise
+        self.unapplied.discard(promotion.id)
         self.recorder.actuation(promotion, ok=True)
         await self.ledger.save_traffic(desired)
         await self.event(

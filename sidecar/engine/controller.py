@@ -18,8 +18,9 @@ from sidecar.domain.policy import Stage
 from sidecar.domain.promotion import Phase, Promotion, PromotionEvent, StableRelease
 from sidecar.engine.context import EngineContext
 from sidecar.engine.runner import PromotionRunner
-from sidecar.engine.traffic import stable_traffic
+from sidecar.engine.traffic import desired_traffic
 from sidecar.errors import (
+    ActuationError,
     ConflictError,
     InputError,
     MetadataGateError,
@@ -36,6 +37,7 @@ from sidecar.telemetry.tracing import (
 )
 
 _log = get_logger("controller")
+_RETRY_INTERVAL_S = 2.0
 
 
 class Controller:
@@ -45,6 +47,7 @@ class Controller:
         self.ctx = ctx
         self._tasks: dict[str, asyncio.Task[Promotion]] = {}
         self._runners: dict[str, PromotionRunner] = {}
+        self._retrier: asyncio.Task[None] | None = None
         self._started = False
 
     @property
@@ -52,9 +55,12 @@ class Controller:
         return self._started
 
     async def start(self) -> None:
-        """Restore every actuator's last split, then resume every active promotion."""
+        """Restore every actuator's last split, finish actuations a crash interrupted,
+        then resume every active promotion."""
         for state in await self.ctx.ledger.all_traffic():
             await self.ctx.actuator.restore(state)
+        await self._finish_interrupted_actuations()
+        self._retrier = asyncio.create_task(self._retry_unapplied(), name="actuation-retry")
         for promotion in await self.ctx.ledger.list(active=True):
             await self.ctx.event(
                 promotion,
@@ -69,13 +75,36 @@ class Controller:
                 "resuming promotion",
                 extra={"promotion": promotion.id, "step": promotion.step_index},
             )
-            self._spawn(promotion)
+            await self._spawn(promotion)
         self._started = True
+
+    async def _finish_interrupted_actuations(self) -> None:
+        """The newest promotion of each (service, stage) owns its traffic: make it so."""
+        seen: set[tuple[str, str]] = set()
+        for promotion in await self.ctx.ledger.list():
+            key = (promotion.service, promotion.stage)
+            if key in seen or desired_traffic(promotion) is None:
+                continue
+            seen.add(key)
+            with contextlib.suppress(ActuationError):
+                await self.ctx.ensure_applied(promotion)
+
+    async def _retry_unapplied(self) -> None:
+        """Retry failed actuations, including those of finished promotions, until applied."""
+        while True:
+            await asyncio.sleep(_RETRY_INTERVAL_S)  # real time: a cadence, not a policy rule
+            for promotion_id in sorted(self.ctx.unapplied):
+                if promotion_id in self._tasks:
+                    continue  # its runner retries on its own
+                with contextlib.suppress(ActuationError):
+                    await self.ctx.ensure_applied(await self.ctx.ledger.get(promotion_id))
 
     async def stop(self) -> None:
         """Cancel the runners; their state is saved, so the next start resumes them."""
         self._started = False
-        tasks = list(self._tasks.values())
+        tasks: list[asyncio.Task[Any]] = [*self._tasks.values()]
+        if self._retrier is not None:
+            tasks.append(self._retrier)
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -134,8 +163,8 @@ class Controller:
                 "baseline": str(promotion.baseline) if promotion.baseline else None,
             },
         )
-        self._spawn(promotion, span)
-        return promotion
+        runner = await self._spawn(promotion, span)
+        return runner.promotion
 
     async def _admit(
         self,
@@ -186,8 +215,10 @@ class Controller:
             },
         )
 
-    def _spawn(self, promotion: Promotion, root_span: Any = None) -> None:
+    async def _spawn(self, promotion: Promotion, root_span: Any = None) -> PromotionRunner:
+        """Take the promotion's first step now (so the caller sees its phase), then run it."""
         runner = PromotionRunner(self.ctx, promotion)
+        await runner.begin()
         if promotion.approved_by is not None:
             runner.approved.set()
 
@@ -203,6 +234,7 @@ class Controller:
 
         self._runners[promotion.id] = runner
         self._tasks[promotion.id] = asyncio.create_task(run(), name=f"promotion-{promotion.id}")
+        return runner
 
     def _stage(self, name: str) -> Stage:
         try:
@@ -275,6 +307,7 @@ class Controller:
             phase=phase,
             weight=0,
             reason=f"{verb} by {actor}",
+            raise_on_failure=True,
         )
 
     async def rollback_stage(self, service: str, stage: str, actor: str) -> StableRelease:
@@ -291,37 +324,60 @@ class Controller:
             raise NotFoundError(
                 f"{service} in {stage} has no earlier stable digest to roll back to"
             )
-        previous = history[-2]
-        state = stable_traffic(
-            f"rollback-{uuid.uuid4().hex[:8]}", service, stage, previous.artifact, previous.upstream
-        )
-        await self.ctx.actuator.apply(state)
-        await self.ctx.ledger.save_traffic(state)
         removed = await self.ctx.ledger.pop_stable(service, stage)
+        previous = history[-2]
         now = self.ctx.clock.now()
+        reason = f"rolled back by {actor}: {removed.artifact} -> {previous.artifact}"
+        record = Promotion(
+            id=uuid.uuid4().hex[:12],
+            service=service,
+            stage=stage,
+            artifact=previous.artifact,
+            version=previous.version,
+            policy_version=self.ctx.policy.version,
+            strategy="rollback",
+            candidate_upstream=previous.upstream,
+            manifest={},
+            created_at=now,
+            updated_at=now,
+            phase=Phase.PROMOTED,
+            weight=100,
+            baseline=removed.artifact,
+            baseline_upstream=removed.upstream,
+            baseline_version=removed.version,
+            reason=reason,
+            actuation_seq=1,
+        )
+        await self.ctx.ledger.create(record)
+        await self.ctx.event(
+            record,
+            "rolled_back_after_promotion",
+            {
+                "actor": actor,
+                "to": str(previous.artifact),
+                "from": str(removed.artifact),
+                "from_promotion": removed.promotion_id,
+            },
+        )
         await self.ctx.ledger.audit(actor, "rollback", f"{service}/{stage}", now)
         self.ctx.recorder.stable_digest(service, stage, previous.artifact.digest, previous.version)
-        for promotion in await self.ctx.ledger.list(service=service, stage=stage):
-            if promotion.id == removed.promotion_id:
-                await self.ctx.event(
-                    promotion,
-                    "rolled_back_after_promotion",
-                    {"actor": actor, "to": str(previous.artifact), "from": str(removed.artifact)},
-                )
-                self.ctx.recorder.rollback(promotion, "manual")
+        self.ctx.recorder.rollback(record, "manual")
         _log.info(
             "stage rolled back",
             extra={
                 "service": service,
                 "stage": stage,
                 "actor": actor,
+                "promotion": record.id,
                 "from": removed.artifact.digest,
                 "to": previous.artifact.digest,
             },
         )
+        await self.ctx.ensure_applied(record)
         return previous
 
     async def stable_history(self, service: str, stage: str) -> Sequence[StableRelease]:
+        self._stage(stage)
         return await self.ctx.ledger.stable_history(service, stage)
 
     async def _cancel(self, promotion_id: str) -> None:

@@ -46,9 +46,13 @@ class PromotionRunner:
             self.ctx.tracer,
         )
 
-    async def run(self) -> Promotion:
+    async def begin(self) -> None:
+        """Take the first step (await approval, or move traffic) if not taken yet."""
         if self.promotion.phase is Phase.PENDING:
             self.promotion = await self._begin(self.promotion)
+
+    async def run(self) -> Promotion:
+        await self.begin()
         while self.promotion.active:
             try:
                 await self.ctx.ensure_applied(self.promotion)

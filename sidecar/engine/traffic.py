@@ -44,15 +44,6 @@ def desired_traffic(promotion: Promotion) -> TrafficState | None:
     )
 
 
-def stable_traffic(
-    promotion_id: str, service: str, stage: str, artifact: ArtifactRef, upstream: str
-) -> TrafficState:
-    """All traffic to one stable release: a manual rollback after promotion."""
-    return TrafficState(
-        promotion_id, 1, service, stage, (_backend(artifact, upstream, 100, "stable"),)
-    )
-
-
 def _backend(artifact: ArtifactRef, upstream: str, weight: int, role: str) -> Backend:
     return Backend(digest=artifact.digest, upstream=upstream, weight=weight, role=role)
 

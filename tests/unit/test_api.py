@@ -273,7 +273,7 @@ async def test_second_release_becomes_a_canary_that_waits_for_data(api: Api) -> 
     """With a stable release in place the next digest gets the first step's weight and waits."""
     first = await api.promoted("dev")
     status, body = await api.create("dev", digest_char="b", tag="1.1.0", version="1.1.0")
-    assert status == 201 and body["phase"] == "pending"
+    assert status == 201 and body["phase"] == "progressing"
     canary = await api.wait_phase(body["id"], "progressing")
     assert canary["weight"] == 10 and canary["step_index"] == 0
     assert canary["baseline"] == first["artifact"]

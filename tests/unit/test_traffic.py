@@ -1,4 +1,4 @@
-"""desired_traffic and stable_traffic: the split each promotion state calls for."""
+"""desired_traffic: the split each promotion state calls for."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from sidecar.actuators.base import Backend, TrafficState
 from sidecar.domain.artifact import ArtifactRef
 from sidecar.domain.promotion import Phase, Promotion
-from sidecar.engine.traffic import desired_traffic, stable_traffic
+from sidecar.engine.traffic import desired_traffic
 
 CANDIDATE = ArtifactRef("registry.example/shop/checkout", "sha256:" + "ab" * 32, "1.4.2")
 STABLE = ArtifactRef("registry.example/shop/checkout", "sha256:" + "cd" * 32, "1.4.1")
@@ -124,16 +124,3 @@ def test_sequence_follows_actuation_seq() -> None:
     assert state is not None
     assert state.sequence == 11
 
-
-def test_stable_traffic_sends_all_to_one_release() -> None:
-    """stable_traffic is all live traffic to one stable backend, sequence 1, no preview."""
-    state = stable_traffic("rb-1", "checkout", "prod", STABLE, S_URL)
-    assert state == TrafficState(
-        promotion_id="rb-1",
-        sequence=1,
-        service="checkout",
-        stage="prod",
-        backends=(stab(100),),
-        preview=None,
-    )
-    assert TrafficState.from_dict(state.to_dict()) == state
