@@ -8,6 +8,7 @@ from typing import Any
 
 from sidecar.analysis.analyzer import Analyzer
 from sidecar.analysis.judge import StepVerdict, ThresholdJudge
+from sidecar.domain.artifact import ArtifactRef
 from sidecar.domain.policy import Stage
 from sidecar.domain.promotion import Phase, Promotion
 from sidecar.engine.context import EngineContext
@@ -105,8 +106,10 @@ class PromotionRunner:
         promotion = self.promotion
         started = self.ctx.clock.now()
         verdict = await self.analyzer.evaluate(
-            _identity(promotion, "candidate"),
-            _baseline_identity(promotion),
+            _identity(promotion, "candidate", promotion.artifact, promotion.version),
+            _identity(promotion, "baseline", promotion.baseline, promotion.baseline_version)
+            if promotion.baseline
+            else None,
             promotion_parent(promotion),
         )
         now = self.ctx.clock.now()
@@ -201,27 +204,16 @@ class PromotionRunner:
         )
 
 
-def _identity(promotion: Promotion, role: str) -> dict[str, str]:
+def _identity(
+    promotion: Promotion, role: str, artifact: ArtifactRef, version: str
+) -> dict[str, str]:
+    """The values a gate's query templates are rendered with, for one side."""
     return {
         "service": promotion.service,
         "stage": promotion.stage,
         "role": role,
-        "digest": promotion.artifact.digest,
-        "tag": promotion.artifact.tag or "",
-        "version": promotion.version,
-        "repository": promotion.artifact.repository,
-    }
-
-
-def _baseline_identity(promotion: Promotion) -> dict[str, str] | None:
-    if promotion.baseline is None:
-        return None
-    return {
-        "service": promotion.service,
-        "stage": promotion.stage,
-        "role": "baseline",
-        "digest": promotion.baseline.digest,
-        "tag": promotion.baseline.tag or "",
-        "version": promotion.baseline_version,
-        "repository": promotion.baseline.repository,
+        "digest": artifact.digest,
+        "tag": artifact.tag or "",
+        "version": version,
+        "repository": artifact.repository,
     }

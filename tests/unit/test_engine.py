@@ -156,18 +156,25 @@ async def test_approval_holds_traffic_until_approved() -> None:
     await controller.stop()
 
 
-async def test_restart_resumes_without_repeating_an_actuation() -> None:
-    """A restarted engine restores the split and resumes at the same step, applying nothing
-    it had already applied."""
-    ledger = MemoryLedger()
+async def canary_stopped_at_first_step(ledger: MemoryLedger) -> Promotion:
+    """A canary at its first step, its engine stopped as a crash or a deploy would."""
     controller, _ = build(ledger, SystemClock(), interval="1m")
     await controller.start()
     await first_release(controller)
     candidate = await controller.create(
         release("b", "1.1.0"), "staging", upstream="http://127.0.0.1:9002"
     )
-    before = await weight_of(controller, candidate.id, 20)
+    assert candidate.weight == 20
     await controller.stop()
+    return await ledger.get(candidate.id)
+
+
+async def test_restart_resumes_without_repeating_an_actuation() -> None:
+    """A restarted engine restores the split and resumes at the same step, applying nothing
+    it had already applied."""
+    ledger = MemoryLedger()
+    before = await canary_stopped_at_first_step(ledger)
+    candidate = before
 
     restarted, actuator = build(ledger, SystemClock(), interval="1m")
     await restarted.start()
@@ -188,14 +195,8 @@ async def test_restart_resumes_without_repeating_an_actuation() -> None:
 async def test_restart_finishes_an_actuation_saved_but_not_applied() -> None:
     """A crash between saving a step and applying it is finished once on restart."""
     ledger = MemoryLedger()
-    controller, _ = build(ledger, SystemClock(), interval="1m")
-    await controller.start()
-    await first_release(controller)
-    candidate = await controller.create(
-        release("b", "1.1.0"), "staging", upstream="http://127.0.0.1:9002"
-    )
-    at_step = await weight_of(controller, candidate.id, 20)
-    await controller.stop()
+    at_step = await canary_stopped_at_first_step(ledger)
+    candidate = at_step
     await ledger.save(
         at_step.evolve(weight=50, step_index=1, actuation_seq=at_step.actuation_seq + 1)
     )
