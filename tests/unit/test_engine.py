@@ -12,11 +12,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-import yaml
 from opentelemetry.sdk.trace import TracerProvider
 
 from sidecar.analysis.prometheus import NullMetricsSource
-from sidecar.domain.policy import parse_policy
 from sidecar.domain.promotion import Phase, Promotion
 from sidecar.engine.clock import Clock, SystemClock
 from sidecar.engine.context import EngineContext
@@ -27,36 +25,7 @@ from sidecar.localrun import wait_until
 from sidecar.telemetry.metrics import PrometheusRecorder
 from sidecar.testing import FakeClock, RecordingActuator
 from tests.support.manifests import manifest
-
-GATE = {
-    "name": "errors",
-    "ratio": {"bad": 'sum(x{digest="$digest",code="500"})', "total": 'sum(x{digest="$digest"})'},
-    "max": 0.05,
-}
-
-
-def policy(interval: str = "1s", no_data: str = "30s", approval: bool = False) -> Any:
-    return parse_policy(
-        yaml.safe_load(f"""
-apiVersion: promgate/v1
-kind: PromotionPolicy
-metadata: {{name: engine}}
-version: "7"
-analysis: {{interval: {interval}, confirm: 3, noDataTimeout: {no_data}, maxProviderHold: 1m}}
-stages:
-  - name: staging
-    strategy: {{canary: {{steps: [20, 50], stepDuration: 5s}}}}
-    approval: {{required: {str(approval).lower()}}}
-    gates:
-      metadata: {{maxVulnerabilities: {{critical: 0}}}}
-      slo: [{yaml.safe_dump(GATE, default_flow_style=True).strip()}]
-  - name: production
-    requires: [staging]
-    strategy: {{canary: {{steps: [50], stepDuration: 5s}}}}
-  - name: qa
-    strategy: {{canary: {{steps: [50], stepDuration: 5s}}}}
-""")
-    )
+from tests.support.policies import policy
 
 
 def release(digest_char: str, version: str, **changes: Any) -> dict[str, Any]:
