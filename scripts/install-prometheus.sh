@@ -3,7 +3,8 @@
 # packages when they are not on PATH. Debian/Ubuntu only; elsewhere install them by hand
 # (https://prometheus.io/download/) and put them on PATH.
 set -euo pipefail
-if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
+if command -v prometheus >/dev/null && command -v promtool >/dev/null \
+  && command -v prometheus-alertmanager >/dev/null && command -v amtool >/dev/null; then
   exit 0
 fi
 if ! command -v apt-get >/dev/null; then

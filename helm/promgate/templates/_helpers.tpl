@@ -1,0 +1,87 @@
+{{/*
+Names, labels and the image reference shared by every template.
+*/}}
+
+{{- define "promgate.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The full name: release-chart, unless the release name already contains the chart name.
+Kubernetes names are at most 63 characters (DNS label).
+*/}}
+{{- define "promgate.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "promgate.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "promgate.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "promgate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "promgate.labels" -}}
+helm.sh/chart: {{ include "promgate.chart" . }}
+{{ include "promgate.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: promotion-gate
+{{- end }}
+
+{{- define "promgate.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "promgate.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+repository@sha256:... when a digest is given (preferred), else repository:tag.
+*/}}
+{{- define "promgate.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The address a listener binds: listenHost, or the pod IP that the POD_IP variable carries.
+*/}}
+{{- define "promgate.listenHost" -}}
+{{- default "$(POD_IP)" .Values.listenHost }}
+{{- end }}
+
+{{- define "promgate.proxyPortName" -}}
+{{- default (printf "px-%s" .stage | trunc 15 | trimSuffix "-") .portName }}
+{{- end }}
+
+{{/*
+PROMGATE_PROXY_LISTEN: stage=host:port[,stage=host:port].
+*/}}
+{{- define "promgate.proxyListen" -}}
+{{- $host := include "promgate.listenHost" . }}
+{{- $items := list }}
+{{- range .Values.proxy.listeners }}
+{{- $items = append $items (printf "%s=%s:%d" .stage $host (int .port)) }}
+{{- end }}
+{{- join "," $items }}
+{{- end }}
+
+{{- define "promgate.ledgerClaim" -}}
+{{- default (printf "%s-ledger" (include "promgate.fullname" .)) .Values.ledger.persistence.existingClaim }}
+{{- end }}
