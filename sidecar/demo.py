@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import secrets
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -21,20 +19,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from rich.console import Console
 from rich.table import Table
 
-from sidecar.analysis.prometheus import PrometheusSource
-from sidecar.app import Sidecar
-from sidecar.client import ApiClient
-from sidecar.loadgen import LoadGenerator
-from sidecar.localrun import ManagedProcess, free_port, start_prometheus, url_is_ok, wait_until
+from sidecar.localrun import wait_until
+from sidecar.localstack import ROOT, LocalStack
 from sidecar.progress import follow, summarize_gates
-from sidecar.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
-SERVICE_SCRIPT = ROOT / "examples" / "service" / "demo_service.py"
 POLICY = ROOT / "examples" / "policy.yaml"
 STAGES = ("staging", "production")
 VERSIONS = ("1.0.0", "1.1.0", "1.2.0", "1.3.0")
@@ -102,204 +93,88 @@ class Outcome:
     reason: str
 
 
-class DemoEnvironment:
-    """The processes and the sidecar the demo runs against."""
-
-    def __init__(self, workdir: Path, console: Console) -> None:
-        self.workdir = workdir
-        self.console = console
-        self.processes: list[ManagedProcess] = []
-        self.ports: dict[tuple[str, str], int] = {}
-        self.loads: list[LoadGenerator] = []
-        self.sidecar: Sidecar | None = None
-        self.client: ApiClient | None = None
-        self.prometheus_url = ""
-
-    def service_url(self, version: str, stage: str) -> str:
-        return f"http://127.0.0.1:{self.ports[(version, stage)]}"
-
-    async def start(self) -> None:
-        self.console.print("[bold]Starting[/] 8 example services, Prometheus and the sidecar …")
-        for stage in STAGES:
-            for version in VERSIONS:
-                port = free_port()
-                self.ports[(version, stage)] = port
-                self.processes.append(
-                    ManagedProcess(
-                        [
-                            sys.executable,
-                            str(SERVICE_SCRIPT),
-                            "--port",
-                            str(port),
-                            "--version",
-                            version,
-                            "--digest",
-                            demo_digest(version),
-                            "--error-rate",
-                            "0.002",
-                            "--latency-ms",
-                            "20",
-                        ],
-                        self.workdir / "logs",
-                        name=f"demo-{stage}-{version}",
-                    ).start()
-                )
-        prometheus, self.prometheus_url = await start_prometheus(
-            self.workdir,
-            {stage: [f"127.0.0.1:{self.ports[(v, stage)]}" for v in VERSIONS] for stage in STAGES},
-            scrape_interval_s=1.0,
-            labels={stage: {"stage": stage} for stage in STAGES},
-        )
-        self.processes.append(prometheus)
-        urls = [f"{self.service_url(v, s)}/healthz" for s in STAGES for v in VERSIONS]
-
-        async def services_up() -> bool:
-            return all(await asyncio.gather(*(url_is_ok(url) for url in urls)))
-
-        await wait_until(services_up, 20, what="the example services to answer /healthz")
-        token = secrets.token_urlsafe(24)
-        tokens = self.workdir / "tokens"
-        tokens.write_text(f"admin demo {token}\n")
-        tokens.chmod(0o600)
-        proxy_ports = {stage: free_port() for stage in STAGES}
-        settings = Settings.load(
-            policy=POLICY,
-            listen=f"127.0.0.1:{free_port()}",
-            prometheus_url=self.prometheus_url,
-            ledger_path=self.workdir / "ledger.db",
-            tokens_file=tokens,
-            proxy_listen=",".join(f"{s}=127.0.0.1:{p}" for s, p in proxy_ports.items()),
-        )
-        self.sidecar = Sidecar(settings)
-        await self.sidecar.start()
-        self.client = ApiClient(f"http://{settings.listen}", token=token)
-        await self._wait_for_first_scrape()
-        for stage, port in proxy_ports.items():
-            self.loads.append(self._load(f"http://127.0.0.1:{port}/", LOAD_RPS[stage]))
-        self.loads.append(
-            self._load(
-                f"http://127.0.0.1:{proxy_ports['staging']}/",
-                PREVIEW_RPS,
-                {"X-Promgate-Preview": "1"},
-            )
-        )
-        self.console.print(
-            f"  Prometheus {self.prometheus_url} · API http://{settings.listen} · proxies "
-            + ", ".join(f"{s} :{p}" for s, p in proxy_ports.items())
-        )
-
-    def _load(self, url: str, rate: float, headers: dict[str, str] | None = None) -> LoadGenerator:
-        load = LoadGenerator(
-            url,
-            rate,
-            max_seconds=MAX_DEMO_SECONDS,
-            max_requests=int(rate * MAX_DEMO_SECONDS),
-            headers=headers or {},
-        )
-        load.start()
-        return load
-
-    async def _wait_for_first_scrape(self) -> None:
-        source = PrometheusSource(self.prometheus_url)
-        expected = len(STAGES) * len(VERSIONS)
-
-        async def all_up() -> bool:
-            measured = await source.query('count(up{job=~"staging|production"} == 1)')
-            return measured.value == expected
-
-        try:
-            await wait_until(all_up, 30, what="Prometheus to scrape every example service")
-        finally:
-            await source.close()
-
-    async def stop(self) -> None:
-        for load in self.loads:
-            await load.stop()
-        if self.client is not None:
-            await self.client.close()
-        if self.sidecar is not None:
-            await self.sidecar.stop()
-        for process in reversed(self.processes):
-            await process.stop()
-
-
 @contextlib.asynccontextmanager
-async def demo_environment(console: Console) -> AsyncIterator[DemoEnvironment]:
+async def demo_stack(console: Console) -> AsyncIterator[LocalStack]:
+    """The demo's services, Prometheus, sidecar and load; all stopped on the way out."""
     with tempfile.TemporaryDirectory(prefix="promgate-demo-") as tmp:
-        env = DemoEnvironment(Path(tmp), console)
+        stack = LocalStack(
+            Path(tmp), POLICY, STAGES, VERSIONS, {v: demo_digest(v) for v in VERSIONS}
+        )
+        console.print("[bold]Starting[/] 8 example services, Prometheus and the sidecar …")
         try:
-            await env.start()
-            yield env
+            await stack.start()
+            for stage in STAGES:
+                stack.load(stage, LOAD_RPS[stage], MAX_DEMO_SECONDS)
+            stack.load("staging", PREVIEW_RPS, MAX_DEMO_SECONDS, {"X-Promgate-Preview": "1"})
+            console.print(
+                f"  Prometheus {stack.prometheus_url} · API {stack.api_url} · proxies "
+                + ", ".join(f"{s} :{p}" for s, p in stack.proxy_ports.items())
+            )
+            yield stack
         finally:
-            await env.stop()
+            await stack.stop()
 
 
-async def promote(env: DemoEnvironment, version: str, stage: str, title: str) -> dict[str, Any]:
-    assert env.client is not None
-    created = await env.client.create(
-        demo_manifest(version), stage, env.service_url(version, stage)
+async def promote(
+    stack: LocalStack, console: Console, version: str, stage: str, title: str
+) -> dict[str, Any]:
+    created = await stack.client.create(
+        demo_manifest(version), stage, stack.service_url(version, stage)
     )
-    return await follow(env.client, created["id"], env.console, title=title)
+    return await follow(stack.client, created["id"], console, title=title)
 
 
-async def inject_fault(env: DemoEnvironment, scenario: Scenario, promotion_id: str) -> None:
-    """Blip: 1 s of 30% errors once the canary has traffic; regression: lasting errors and
-    latency from the start."""
-    assert env.client is not None
-    url = env.service_url(scenario.version, "production") + "/admin/fault"
+async def inject_fault(stack: LocalStack, scenario: Scenario, promotion_id: str) -> None:
+    """Blip: 1 s of 30% errors a few seconds into the canary; regression: lasting errors
+    and latency from the start."""
     if scenario.fault == "blip":
 
         async def has_traffic() -> bool:
-            assert env.client is not None
-            return int((await env.client.get(promotion_id))["weight"]) > 0
+            return int((await stack.client.get(promotion_id))["weight"]) > 0
 
         await wait_until(has_traffic, 60, what="canary traffic", interval_s=0.2)
-        await asyncio.sleep(3.0)
-        fault: dict[str, float | None] = {"error_rate": 0.3, "latency_ms": 20, "duration_s": 1.0}
+        await asyncio.sleep(3.0)  # part of the story: the blip comes after a clean start
+        await stack.fault(
+            scenario.version, "production", {"error_rate": 0.3, "latency_ms": 20, "duration_s": 1.0}
+        )
     else:
-        fault = {"error_rate": 0.3, "latency_ms": 400, "duration_s": None}
-    async with aiohttp.ClientSession() as session, session.post(url, json=fault) as response:
-        response.raise_for_status()
+        await stack.fault(
+            scenario.version,
+            "production",
+            {"error_rate": 0.3, "latency_ms": 400, "duration_s": None},
+        )
 
 
-async def run_scenario(env: DemoEnvironment, scenario: Scenario, number: int) -> Outcome:
-    assert env.client is not None
+async def run_scenario(
+    stack: LocalStack, console: Console, scenario: Scenario, number: int
+) -> Outcome:
     started = time.monotonic()
-    env.console.rule(f"[bold]{number}. {scenario.title}[/]: {scenario.version}")
-    staged = await promote(
-        env, scenario.version, "staging", f"{scenario.version} → staging (blue-green)"
-    )
-    final, stage = staged, "staging"
-    if staged["phase"] == "promoted":
+    version = scenario.version
+    console.rule(f"[bold]{number}. {scenario.title}[/]: {version}")
+    final = await promote(stack, console, version, "staging", f"{version} → staging (blue-green)")
+    stage = "staging"
+    if final["phase"] == "promoted":
         stage = "production"
-        created = await env.client.create(
-            demo_manifest(scenario.version), stage, env.service_url(scenario.version, stage)
+        created = await stack.client.create(
+            demo_manifest(version), stage, stack.service_url(version, stage)
         )
         fault = (
-            asyncio.create_task(inject_fault(env, scenario, created["id"]))
-            if scenario.fault != "none"
-            else None
-        )
-        final = await follow(
-            env.client,
-            created["id"],
-            env.console,
-            title=f"{scenario.version} → production (canary)",
-        )
+            asyncio.create_task(inject_fault(stack, scenario, created["id"]))
+            if scenario.fault != "none" else None
+        )  # fmt: skip
+        final = await follow(stack.client, created["id"], console,
+                             title=f"{version} → production (canary)")  # fmt: skip
         if fault is not None:
             fault.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await fault
-    counts = summarize_gates([e async for e in env.client.events(final["id"])])
+    counts = summarize_gates([e async for e in stack.client.events(final["id"])])
     return Outcome(
-        scenario,
-        final["phase"],
-        stage,
-        time.monotonic() - started,
+        scenario, final["phase"], stage, time.monotonic() - started,
         sum(c["transient"] for c in counts.values()),
         sum(c["persistent"] for c in counts.values()),
         final.get("reason") or "",
-    )
+    )  # fmt: skip
 
 
 def summary_table(outcomes: list[Outcome]) -> Table:
@@ -342,17 +217,14 @@ NEXT_STEPS = """[bold]Where to look next[/]
 async def run_demo(console: Console | None = None) -> int:
     """Run the demo end to end; 0 when every scenario ended as expected."""
     console = console or Console()
-    if not SERVICE_SCRIPT.exists():
-        console.print(f"promgate demo needs a source checkout: {SERVICE_SCRIPT} is missing")
-        return 2
     started = time.monotonic()
     outcomes: list[Outcome] = []
-    async with demo_environment(console) as env:
+    async with demo_stack(console) as stack:
         console.rule("[bold]0. first release[/]: nothing to compare with, so it goes straight in")
         for stage in STAGES:
-            await promote(env, VERSIONS[0], stage, f"{VERSIONS[0]} → {stage}")
+            await promote(stack, console, VERSIONS[0], stage, f"{VERSIONS[0]} → {stage}")
         for number, scenario in enumerate(SCENARIOS, start=1):
-            outcomes.append(await run_scenario(env, scenario, number))
+            outcomes.append(await run_scenario(stack, console, scenario, number))
     console.print(summary_table(outcomes))
     console.print(f"Finished in {time.monotonic() - started:.0f}s; every process stopped.")
     console.print(NEXT_STEPS)

@@ -13,6 +13,7 @@ can be table-tested. The rules:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -146,10 +147,17 @@ def judge_threshold(
     value = candidate.value
 
     hard_bound = _hard_bound(gate, baseline_value)
-    if hard_bound is not None and value > hard_bound:
+    surely_above = _at_least(value, evidence.candidate_requests)
+    if hard_bound is not None and surely_above > hard_bound:
+        sureness = (
+            f" (at least {surely_above:.4g} with 99% confidence over "
+            f"{evidence.candidate_requests:g} requests)"
+            if evidence.candidate_requests is not None
+            else ""
+        )
         return verdict(
             GateResult.BREACH,
-            f"{value:.4g} exceeds the hard guard {hard_bound:.4g}; rolling back at once",
+            f"{value:.4g} exceeds the hard guard {hard_bound:.4g}{sureness}; rolling back at once",
             threshold=hard_bound,
             classification=Classification.PERSISTENT,
             hard=True,
@@ -196,6 +204,20 @@ def _bounds(gate: SloGate, baseline: float | None) -> tuple[float | None, float 
     )
     uppers = [b for b in (gate.max, relative) if b is not None]
     return gate.min, (max(uppers) if uppers else None)
+
+
+_Z99 = 2.5758  # two-sided 99% normal quantile
+
+
+def _at_least(ratio: float, requests: float | None) -> float:
+    """What a hard guard compares: for a ratio of ``requests``, the lower end of its 99%
+    Wilson interval, so a handful of unlucky requests cannot roll back at once; for a
+    plain value, the value itself."""
+    if requests is None or requests <= 0:
+        return ratio
+    z2n = _Z99 * _Z99 / requests
+    spread = _Z99 * math.sqrt(ratio * (1 - ratio) / requests + z2n / (4 * requests))
+    return max(0.0, (ratio + z2n / 2 - spread) / (1 + z2n))
 
 
 def _hard_bound(gate: SloGate, baseline: float | None) -> float | None:

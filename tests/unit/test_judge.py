@@ -205,6 +205,30 @@ def test_hard_guard_is_persistent_at_once(
     )
 
 
+@pytest.mark.parametrize(
+    ("bad", "requests", "hard"),
+    [
+        pytest.param(8, 12, False, id="8-of-12-could-be-luck"),
+        pytest.param(12, 12, True, id="12-of-12-is-not"),
+        pytest.param(45, 50, True, id="45-of-50"),
+        pytest.param(5, 5, False, id="5-of-5-too-few"),
+        pytest.param(70, 100, False, id="70-of-100-not-surely-above-0.6"),
+        pytest.param(80, 100, True, id="80-of-100"),
+    ],
+)
+def test_hard_guard_on_a_ratio_needs_confidence(bad: int, requests: int, hard: bool) -> None:
+    """A ratio trips the hard guard only when its 99% lower bound is above it."""
+    got = judge_threshold(
+        gate(max=0.05, hardMax=0.6),
+        Evidence(value(bad / requests), Measurement.no_data(), candidate_requests=requests),
+        [],
+        confirm=3,
+    )
+    assert (got.result, got.hard, got.classification) == (B, hard, PE if hard else T)
+    if hard:
+        assert f"with 99% confidence over {requests} requests" in got.reason
+
+
 def test_hard_guard_below_relative_is_soft_breach() -> None:
     """Below the larger hard bound, a breach of max is only a transient soft breach."""
     got = judge_threshold(
