@@ -1,0 +1,144 @@
+"""The sidecar killed with SIGKILL mid-canary resumes where it was, without repeating itself."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import StackFactory, WebhookReceiver, bounded, demo_digest
+from tests.support.processes import metric_value
+
+pytestmark = pytest.mark.e2e
+
+STAGE = "production"
+STABLE, CANDIDATE = "1.0.0", "1.1.0"
+LOAD_RPS = 60.0
+
+
+def _passes_at_first_step(event: dict[str, Any]) -> bool:
+    data = event["data"]
+    return event["kind"] == "verdict" and data.get("decision") == "pass" and data["step"] == 0
+
+
+@bounded(120)
+async def test_killed_sidecar_resumes_the_step_and_never_repeats_an_actuation(
+    stack_factory: StackFactory, webhook_receiver: WebhookReceiver
+) -> None:
+    """SIGKILL at step 1 of a canary driven through the webhook: the restarted sidecar
+    resumes at the same step, sends every (promotion, sequence) once and promotes."""
+    stack = await stack_factory(versions={STAGE: [STABLE, CANDIDATE]}, receiver=webhook_receiver)
+    await stack.seed(STAGE, STABLE)
+    stack.start_weighted_load(STAGE, LOAD_RPS)
+    await stack.wait_scraped()
+    created = await stack.cli(
+        "promote",
+        "--manifest",
+        str(stack.manifest_file(CANDIDATE)),
+        "--stage",
+        STAGE,
+        "--upstream",
+        stack.service(CANDIDATE, STAGE).url,
+    )
+    assert created.code == 0, created
+    promotion_id = created.stdout.strip()
+    await stack.wait_event(
+        promotion_id, _passes_at_first_step, 20, "a passing evaluation in the first step"
+    )
+
+    before = await stack.client.get(promotion_id)
+    assert await stack.kill_sidecar() == -signal.SIGKILL
+    delivered_before_kill = len(webhook_receiver.deliveries)
+    await stack.start_sidecar()
+    after = await stack.client.get(promotion_id)
+
+    assert (before["phase"], before["step_index"], before["weight"]) == ("progressing", 0, 25)
+    assert webhook_receiver.sequences(promotion_id) == [before["actuation_seq"]] == [1]
+    resumed = [e for e in await stack.events(promotion_id) if e["kind"] == "resumed"]
+    assert len(resumed) == 1, resumed
+    assert (resumed[0]["data"]["step"], resumed[0]["data"]["weight"]) == (0, 25), resumed
+    assert after["step_index"] in (0, 1), after  # it may already have moved on since
+    final = await stack.wait_promotion(
+        promotion_id,
+        lambda p: p["phase"] not in ("pending", "progressing"),
+        60,
+        "the resumed promotion to end",
+    )
+    assert final["phase"] == "promoted", final
+
+    keys = [(d.promotion_id, d.sequence) for d in webhook_receiver.deliveries]
+    assert not [k for k, n in Counter(keys).items() if n > 1], keys
+    for delivery in webhook_receiver.deliveries:
+        assert delivery.idempotency_key == f"{delivery.promotion_id}:{delivery.sequence}"
+        assert delivery.sequence_header == str(delivery.sequence)
+    assert webhook_receiver.sequences(promotion_id) == [1, 2, 3], keys
+    after_restart = webhook_receiver.deliveries[delivered_before_kill:]
+    assert after_restart and all(d.promotion_id == promotion_id for d in after_restart)
+    assert min(d.sequence for d in after_restart) > before["actuation_seq"]
+    weights = [
+        {b["digest"]: b["weight"] for b in d.state["backends"]}
+        for d in webhook_receiver.deliveries
+        if d.promotion_id == promotion_id
+    ]
+    stable, candidate = demo_digest(STABLE), demo_digest(CANDIDATE)
+    assert weights == [
+        {stable: 75, candidate: 25},
+        {stable: 50, candidate: 50},
+        {candidate: 100},
+    ], weights
+    assert webhook_receiver.rejected == []
+    assert final["actuation_seq"] == 3, final
+
+
+@bounded(90)
+async def test_killed_sidecar_restores_the_proxy_split_before_it_serves_again(
+    stack_factory: StackFactory,
+) -> None:
+    """SIGKILL mid-canary with the built-in proxy: once ready again, the proxy routes the
+    split the promotion was at, and the promotion still ends promoted."""
+    stack = await stack_factory(versions={STAGE: [STABLE, CANDIDATE]})
+    await stack.seed(STAGE, STABLE)
+    stack.start_load(STAGE, LOAD_RPS)
+    await stack.wait_scraped()
+    created = await stack.cli(
+        "promote",
+        "--manifest",
+        str(stack.manifest_file(CANDIDATE)),
+        "--stage",
+        STAGE,
+        "--upstream",
+        stack.service(CANDIDATE, STAGE).url,
+    )
+    assert created.code == 0, created
+    promotion_id = created.stdout.strip()
+    await stack.wait_event(
+        promotion_id, _passes_at_first_step, 20, "a passing evaluation in the first step"
+    )
+
+    assert await stack.kill_sidecar() == -signal.SIGKILL
+    await stack.start_sidecar()
+    metrics = await stack.sidecar_metrics()  # the first evaluation after start waits
+    bodies = await stack.sample(STAGE, 40)
+
+    split = {
+        version: metric_value(
+            metrics,
+            "promgate_proxy_backend_weight",
+            {"stage": STAGE, "role": role, "digest": demo_digest(version)},
+        )
+        for version, role in ((STABLE, "stable"), (CANDIDATE, "candidate"))
+    }
+    assert split == {STABLE: 75, CANDIDATE: 25}, split
+    assert set(bodies) == {f"hello from {STABLE}", f"hello from {CANDIDATE}"}, bodies
+    resumed = [e for e in await stack.events(promotion_id) if e["kind"] == "resumed"]
+    assert [(e["data"]["step"], e["data"]["weight"]) for e in resumed] == [(0, 25)], resumed
+    final = await stack.wait_promotion(
+        promotion_id,
+        lambda p: p["phase"] not in ("pending", "progressing"),
+        60,
+        "the resumed promotion to end",
+    )
+    assert final["phase"] == "promoted", final
+    assert await stack.sample(STAGE, 20) == {f"hello from {CANDIDATE}": 20}
