@@ -123,4 +123,3 @@ def test_sequence_follows_actuation_seq() -> None:
     state = desired_traffic(promotion(actuation_seq=11))
     assert state is not None
     assert state.sequence == 11
-
