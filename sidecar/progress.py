@@ -89,6 +89,7 @@ class ProgressView:
     promotion: Json
     title: str = ""
     gates: list[Json] = field(default_factory=list)
+    holding: bool = False  # analysis unavailable: traffic held where it is
 
     @property
     def phase(self) -> str:
@@ -117,6 +118,11 @@ class ProgressView:
         step = self.promotion.get("step_index"), self.promotion.get("weight")
         if kind == "step" or step != before:
             return f"{prefix}step {int(step[0] or 0) + 1}: weight {step[1]}%: {reason}"
+        if kind == "verdict" and (data.get("decision") == "hold") != self.holding:
+            self.holding = not self.holding
+            if self.holding:
+                return f"{prefix}holding at {step[1]}%: {reason}"
+            return f"{prefix}analysis available again at {step[1]}%"
         breaches = [g for g in data.get("gates") or [] if g.get("result") == "breach"]
         if kind == "verdict" and breaches:
             return f"{prefix}breach at {step[1]}%: " + "; ".join(_breach(g) for g in breaches)

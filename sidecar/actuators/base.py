@@ -14,6 +14,7 @@ class Backend:
     upstream: str  # base URL, e.g. http://127.0.0.1:9001
     weight: int  # 0..100
     role: str  # "stable" or "candidate"
+    retain_until: float | None = None  # epoch seconds: keep this slot running until then
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,9 @@ class TrafficState:
 
     ``sequence`` grows by one per actuation of a promotion, so a receiver can drop a
     repeated or out-of-order state. ``preview`` gets only requests that ask for the
-    preview (header ``X-Promgate-Preview: 1``), never live traffic.
+    preview (header ``X-Promgate-Preview: 1``), never live traffic. A weight-0 backend
+    with ``retain_until`` is the previous release after a blue-green promotion: it gets no
+    traffic but stays running until then, so a switch-back is instant.
     """
 
     promotion_id: str

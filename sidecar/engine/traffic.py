@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sidecar.actuators.base import Backend, TrafficState
 from sidecar.domain.artifact import ArtifactRef
 from sidecar.domain.promotion import Phase, Promotion
@@ -21,7 +23,10 @@ def desired_traffic(promotion: Promotion) -> TrafficState | None:
         else None
     )
     preview = None
-    if promotion.phase is Phase.PROMOTED or stable is None:
+    kept_until = promotion.extra.get("previous_kept_until")
+    if promotion.phase is Phase.PROMOTED and stable is not None and kept_until is not None:
+        backends = [_weighted(candidate, 100), replace(stable, retain_until=float(kept_until))]
+    elif promotion.phase is Phase.PROMOTED or stable is None:
         backends = [_weighted(candidate, 100)]
     elif promotion.phase in _STABLE_AGAIN:
         backends = [_weighted(stable, 100)]

@@ -49,13 +49,29 @@ class Strategy(Protocol):
 
 
 def track_evidence(promotion: Promotion, verdict: StepVerdict, now: float) -> Promotion:
-    """Remember since when analysis has been unavailable or data missing; clear otherwise."""
+    """Remember since when analysis has been unavailable or data missing; clear otherwise.
+
+    Time without evidence does not count toward a step: when a gap ends, the step's start
+    moves forward by the part of the gap that fell within the step, so a step is always
+    judged on ``stepDuration`` of evidence.
+    """
     missing = any(g.result is GateResult.NO_DATA for g in verdict.gates)
     unavailable = verdict.decision is Decision.HOLD
+    unavailable_since = (promotion.unavailable_since or now) if unavailable else None
+    no_data_since = (promotion.no_data_since or now) if missing and not unavailable else None
+    started = promotion.step_started_at
+    if started is not None:
+        for gap_start, still_open in (
+            (promotion.unavailable_since, unavailable_since is not None),
+            (promotion.no_data_since, no_data_since is not None),
+        ):
+            if gap_start is not None and not still_open:
+                started += now - max(gap_start, started)
     return replace(
         promotion,
-        unavailable_since=(promotion.unavailable_since or now) if unavailable else None,
-        no_data_since=(promotion.no_data_since or now) if missing and not unavailable else None,
+        unavailable_since=unavailable_since,
+        no_data_since=no_data_since,
+        step_started_at=started,
     )
 
 

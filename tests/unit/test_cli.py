@@ -23,7 +23,7 @@ from sidecar.domain.artifact import ArtifactRef
 from sidecar.domain.promotion import Phase, Promotion, PromotionEvent
 from sidecar.errors import ConflictError, ProblemsError, PromgateError
 from sidecar.localrun import free_port
-from sidecar.progress import follow, outcome_exit_code, summarize_gates
+from sidecar.progress import ProgressView, follow, outcome_exit_code, summarize_gates
 
 TOKEN = "tok-7f3a9c-never-print-me"
 CANDIDATE = "registry.example.com/shop/checkout:1.5.0@sha256:" + "c" * 64
@@ -547,3 +547,18 @@ async def test_event_stream_skips_keepalives_and_reports_in_band_errors(
             async for event in client.events("p1", follow=True):
                 received.append(event)
     assert [e["kind"] for e in received] == ["created"]
+
+
+def test_plain_progress_reports_a_hold_and_its_end() -> None:
+    """In CI logs a Prometheus outage shows as a hold line and a line when it ends."""
+    view = ProgressView(
+        {"phase": "progressing", "weight": 25, "step_index": 0, "service": "demo"}, title="t"
+    )
+    hold = {"kind": "verdict", "data": {"decision": "hold", "reason": "analysis unavailable"}}
+    lines = [view.apply(hold), view.apply(hold), view.apply({"kind": "verdict", "data": {
+        "decision": "pass", "reason": "ok"}})]  # fmt: skip
+    assert lines == [
+        "[t] holding at 25%: analysis unavailable",
+        None,
+        "[t] analysis available again at 25%",
+    ]

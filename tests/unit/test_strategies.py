@@ -413,3 +413,26 @@ def test_to_dict_from_dict_round_trip(state: dict[str, Any]) -> None:
     restored = Promotion.from_dict(json.loads(json.dumps(data)))
     assert restored == original
     assert restored.phase is original.phase
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "step_started_at"),
+    [
+        pytest.param([(10, PASS), (20, PASS)], T0, id="evidence-throughout"),
+        pytest.param([(10, UNAVAILABLE), (25, PASS)], T0 + 15, id="outage-within-step"),
+        pytest.param([(10, NO_DATA), (14, NO_DATA), (16, PASS)], T0 + 6, id="no-data-gap"),
+        pytest.param(
+            [(10, UNAVAILABLE), (20, NO_DATA), (30, PASS)], T0 + 20, id="outage-then-no-data"
+        ),
+        pytest.param([(10, UNAVAILABLE), (20, UNAVAILABLE)], T0, id="gap-still-open"),
+        pytest.param([(10, TRANSIENT), (20, PASS)], T0, id="a-breach-is-evidence"),
+    ],
+)
+def test_time_without_evidence_does_not_count_toward_the_step(
+    verdicts: list[tuple[float, StepVerdict]], step_started_at: float
+) -> None:
+    """When a gap in evidence ends, the step's start moves on by the gap's length."""
+    state = promotion(step_started_at=T0)
+    for offset, verdict in verdicts:
+        state = track_evidence(state, verdict, T0 + offset)
+    assert state.step_started_at == step_started_at

@@ -123,3 +123,19 @@ def test_sequence_follows_actuation_seq() -> None:
     state = desired_traffic(promotion(actuation_seq=11))
     assert state is not None
     assert state.sequence == 11
+
+
+def test_blue_green_promotion_keeps_the_previous_slot_listed() -> None:
+    """After a blue-green promotion the old release stays listed, unweighted, until
+    keepPrevious ends, so a receiver keeps it running for an instant switch-back."""
+    state = desired_traffic(
+        promotion(
+            phase=Phase.PROMOTED, strategy="blue_green", weight=100,
+            extra={"previous_kept_until": 1_700_000_600.0},
+        )
+    )  # fmt: skip
+    assert state is not None
+    assert [(b.role, b.weight, b.retain_until) for b in state.backends] == [
+        ("candidate", 100, None),
+        ("stable", 0, 1_700_000_600.0),
+    ]
