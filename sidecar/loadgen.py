@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -31,9 +32,13 @@ class LoadStats:
 
 @dataclass
 class LoadGenerator:
-    """Sends ``rate`` requests per second to ``url`` until stopped or a bound is hit."""
+    """Sends ``rate`` requests per second until stopped or a bound is hit.
 
-    url: str
+    ``target`` is a URL, or a function that picks each request's URL (None skips that
+    request), for load that follows a routing decision made elsewhere.
+    """
+
+    target: str | Callable[[], str | None]
     rate: float
     max_seconds: float
     max_requests: int
@@ -43,14 +48,13 @@ class LoadGenerator:
     _task: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
-        host = urlsplit(self.url).hostname or ""
-        if not host.startswith(_LOOPBACK) and host not in _LOOPBACK:
-            raise ValueError(f"load is only sent to loopback addresses, not {host!r}")
+        if isinstance(self.target, str):
+            _require_loopback(self.target)
         if self.rate <= 0 or self.max_seconds <= 0 or self.max_requests <= 0:
             raise ValueError("rate, max_seconds and max_requests must all be positive")
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"load {self.url}")
+        self._task = asyncio.create_task(self._run(), name=f"load {self.target}")
 
     async def stop(self) -> LoadStats:
         if self._task is not None:
@@ -72,8 +76,12 @@ class LoadGenerator:
                     if due - started > self.max_seconds:
                         break
                     await asyncio.sleep(max(0.0, due - loop.time()))
+                    url = self.target if isinstance(self.target, str) else self.target()
+                    if url is None:
+                        continue
+                    _require_loopback(url)
                     await limit.acquire()
-                    task = asyncio.create_task(self._one(session, limit))
+                    task = asyncio.create_task(self._one(session, url, limit))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
             finally:
@@ -81,9 +89,11 @@ class LoadGenerator:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _one(self, session: aiohttp.ClientSession, limit: asyncio.Semaphore) -> None:
+    async def _one(
+        self, session: aiohttp.ClientSession, url: str, limit: asyncio.Semaphore
+    ) -> None:
         try:
-            async with session.get(self.url, headers=self.headers) as response:
+            async with session.get(url, headers=self.headers) as response:
                 body = await response.text()
                 self.stats.statuses[response.status] += 1
                 if response.status == 200:
@@ -92,3 +102,9 @@ class LoadGenerator:
             self.stats.statuses[0] += 1
         finally:
             limit.release()
+
+
+def _require_loopback(url: str) -> None:
+    host = urlsplit(url).hostname or ""
+    if not host.startswith(_LOOPBACK) and host not in _LOOPBACK:
+        raise ValueError(f"load is only sent to loopback addresses, not {host!r}")

@@ -154,7 +154,12 @@ class EngineContext:
             {
                 "sequence": desired.sequence,
                 "backends": [
-                    {"digest": b.digest, "weight": b.weight, "role": b.role}
+                    {
+                        "digest": b.digest,
+                        "weight": b.weight,
+                        "role": b.role,
+                        "retain_until": b.retain_until,
+                    }
                     for b in desired.backends
                 ],
                 "preview": desired.preview.digest if desired.preview else None,

@@ -22,7 +22,7 @@ import signal
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -212,61 +212,20 @@ class WebhookReceiver:
         return [d.sequence for d in self.deliveries if d.promotion_id == promotion_id]
 
 
-@dataclass
-class WeightedLoad:
-    """Bounded open-loop load that routes each request as the webhook receiver's state says."""
+def receiver_routing(receiver: WebhookReceiver, stage: str) -> Callable[[], str | None]:
+    """Pick each request's upstream by weight from the receiver's current state, as a
+    router driven by the webhook would."""
+    rng = random.Random()
 
-    receiver: WebhookReceiver
-    stage: str
-    rate: float
-    max_seconds: float = LOAD_MAX_SECONDS
-    statuses: Counter[int] = field(default_factory=Counter)
-    _task: asyncio.Task[None] | None = None
+    def pick() -> str | None:
+        state = receiver.state.get(stage)
+        live = [b for b in (state or {}).get("backends", []) if b["weight"] > 0]
+        if not live:
+            return None
+        backend = rng.choices(live, weights=[b["weight"] for b in live])[0]
+        return str(backend["upstream"]).rstrip("/") + "/"
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"weighted load {self.stage}")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        limit = asyncio.Semaphore(100)
-        pending: set[asyncio.Task[None]] = set()
-        rng = random.Random()
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-            started = loop.time()
-            try:
-                for index in range(int(self.rate * self.max_seconds)):
-                    await asyncio.sleep(max(0.0, started + index / self.rate - loop.time()))
-                    state = self.receiver.state.get(self.stage)
-                    live = [b for b in (state or {}).get("backends", []) if b["weight"] > 0]
-                    if not live:
-                        continue
-                    backend = rng.choices(live, weights=[b["weight"] for b in live])[0]
-                    await limit.acquire()
-                    task = asyncio.create_task(self._one(session, backend["upstream"], limit))
-                    pending.add(task)
-                    task.add_done_callback(pending.discard)
-            finally:
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-
-    async def _one(
-        self, session: aiohttp.ClientSession, upstream: str, limit: asyncio.Semaphore
-    ) -> None:
-        try:
-            async with session.get(upstream.rstrip("/") + "/") as response:
-                await response.read()
-                self.statuses[response.status] += 1
-        except (aiohttp.ClientError, TimeoutError):
-            self.statuses[0] += 1
-        finally:
-            limit.release()
+    return pick
 
 
 class Stack:
@@ -295,7 +254,7 @@ class Stack:
         self.proxy_ports = {stage: free_port() for stage in versions}
         self.token = secrets.token_urlsafe(24)
         self.client = ApiClient(self.api_url, self.token)
-        self.loads: list[LoadGenerator | WeightedLoad] = []
+        self.loads: list[LoadGenerator] = []
         self._cli_runs = 0
         self._cli_processes: set[asyncio.subprocess.Process] = set()
         self._background: set[asyncio.Task[Any]] = set()
@@ -468,21 +427,24 @@ class Stack:
 
     def start_load(self, stage: str, rate: float, *, preview: bool = False) -> LoadGenerator:
         """Bounded load through the stage's proxy listener (preview: only the preview slot)."""
+        headers = {"X-Promgate-Preview": "1"} if preview else {}
+        return self._load(self.proxy_url(stage) + "/", rate, headers)
+
+    def start_weighted_load(self, stage: str, rate: float) -> LoadGenerator:
+        """Bounded load routed by the webhook receiver's current state for ``stage``."""
+        assert self.receiver is not None
+        return self._load(receiver_routing(self.receiver, stage), rate, {})
+
+    def _load(
+        self, target: str | Callable[[], str | None], rate: float, headers: dict[str, str]
+    ) -> LoadGenerator:
         load = LoadGenerator(
-            self.proxy_url(stage) + "/",
+            target,
             rate,
             max_seconds=LOAD_MAX_SECONDS,
             max_requests=int(rate * LOAD_MAX_SECONDS),
-            headers={"X-Promgate-Preview": "1"} if preview else {},
+            headers=headers,
         )
-        load.start()
-        self.loads.append(load)
-        return load
-
-    def start_weighted_load(self, stage: str, rate: float) -> WeightedLoad:
-        """Bounded load routed by the webhook receiver's current state for ``stage``."""
-        assert self.receiver is not None
-        load = WeightedLoad(self.receiver, stage, rate)
         load.start()
         self.loads.append(load)
         return load
@@ -649,18 +611,19 @@ class Stack:
         task.add_done_callback(self._background.discard)
         return task
 
+    def _promote_args(self, version: str, stage: str) -> list[str]:
+        return ["promote", "--manifest", str(self.manifest_file(version)), "--stage", stage,
+                "--upstream", self.service(version, stage).url]  # fmt: skip
+
     def promote_in_background(self, version: str, stage: str) -> asyncio.Task[CliResult]:
         """``promgate promote --manifest F --stage S --upstream URL --wait``, running."""
-        return self.cli_in_background(
-            "promote",
-            "--manifest",
-            str(self.manifest_file(version)),
-            "--stage",
-            stage,
-            "--upstream",
-            self.service(version, stage).url,
-            "--wait",
-        )
+        return self.cli_in_background(*self._promote_args(version, stage), "--wait")
+
+    async def start_promotion(self, version: str, stage: str) -> str:
+        """``promgate promote`` without waiting; the new promotion's id."""
+        created = await self.cli(*self._promote_args(version, stage))
+        assert created.code == 0, created
+        return created.stdout.strip()
 
     # ---- sockets ---------------------------------------------------------------------
 

@@ -30,17 +30,7 @@ async def test_a_briefly_unavailable_receiver_delays_but_does_not_strand_the_pro
     stack.start_weighted_load(STAGE, LOAD_RPS)
     await stack.wait_scraped()
     webhook_receiver.unavailable[sequence] = WEBHOOK_ATTEMPTS
-    created = await stack.cli(
-        "promote",
-        "--manifest",
-        str(stack.manifest_file(CANDIDATE)),
-        "--stage",
-        STAGE,
-        "--upstream",
-        stack.service(CANDIDATE, STAGE).url,
-    )
-    assert created.code == 0, created
-    promotion_id = created.stdout.strip()
+    promotion_id = await stack.start_promotion(CANDIDATE, STAGE)
 
     last: dict[str, Any] = {}
 

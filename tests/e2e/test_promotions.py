@@ -12,6 +12,7 @@ import pytest
 from tests.e2e.conftest import (
     BASE_LATENCY_MS,
     REGRESSION,
+    Stack,
     StackFactory,
     bounded,
     demo_digest,
@@ -55,15 +56,21 @@ async def test_healthy_canary_is_promoted_and_takes_all_traffic(
     assert bodies == {f"hello from {CANDIDATE}": 40}, bodies
 
 
+async def seeded(stack_factory: StackFactory, rate: float) -> Stack:
+    """The stable release promoted, load through the proxy, every service scraped."""
+    stack = await stack_factory(versions={STAGE: [STABLE, CANDIDATE]})
+    await stack.seed(STAGE, STABLE)
+    stack.start_load(STAGE, rate)
+    await stack.wait_scraped()
+    return stack
+
+
 @bounded(90)
 async def test_sustained_regression_is_rolled_back_to_the_prior_digest(
     stack_factory: StackFactory,
 ) -> None:
     """30% errors and 400 ms latency on the candidate: persistent breach, exit 1, rolled back."""
-    stack = await stack_factory(versions={STAGE: [STABLE, CANDIDATE]})
-    await stack.seed(STAGE, STABLE)
-    stack.start_load(STAGE, LOAD_RPS)
-    await stack.wait_scraped()
+    stack = await seeded(stack_factory, LOAD_RPS)
     await stack.service(CANDIDATE, STAGE).fault(**REGRESSION)
 
     result = await stack.promote_in_background(CANDIDATE, STAGE)
@@ -101,10 +108,7 @@ async def test_single_short_error_blip_is_transient_and_still_promoted(
     stack_factory: StackFactory,
 ) -> None:
     """1 s of 30% errors during the first step breaches once or twice: transient, promoted."""
-    stack = await stack_factory(versions={STAGE: [STABLE, CANDIDATE]})
-    await stack.seed(STAGE, STABLE)
-    stack.start_load(STAGE, BLIP_LOAD_RPS)
-    await stack.wait_scraped()
+    stack = await seeded(stack_factory, BLIP_LOAD_RPS)
     candidate = stack.service(CANDIDATE, STAGE)
 
     running = stack.promote_in_background(CANDIDATE, STAGE)
@@ -149,10 +153,7 @@ async def test_prometheus_outage_holds_traffic_then_the_promotion_continues(
     stack_factory: StackFactory,
 ) -> None:
     """Prometheus down mid-step: hold at the same weight, gauge 1, no rollback; back: promoted."""
-    stack = await stack_factory(versions={STAGE: [STABLE, CANDIDATE]})
-    await stack.seed(STAGE, STABLE)
-    stack.start_load(STAGE, LOAD_RPS)
-    await stack.wait_scraped()
+    stack = await seeded(stack_factory, LOAD_RPS)
     labels = {"service": "demo", "stage": STAGE}
     proxy_weight = {"stage": STAGE, "role": "candidate", "digest": demo_digest(CANDIDATE)}
 

@@ -33,17 +33,7 @@ async def test_killed_sidecar_resumes_the_step_and_never_repeats_an_actuation(
     await stack.seed(STAGE, STABLE)
     stack.start_weighted_load(STAGE, LOAD_RPS)
     await stack.wait_scraped()
-    created = await stack.cli(
-        "promote",
-        "--manifest",
-        str(stack.manifest_file(CANDIDATE)),
-        "--stage",
-        STAGE,
-        "--upstream",
-        stack.service(CANDIDATE, STAGE).url,
-    )
-    assert created.code == 0, created
-    promotion_id = created.stdout.strip()
+    promotion_id = await stack.start_promotion(CANDIDATE, STAGE)
     await stack.wait_event(
         promotion_id, _passes_at_first_step, 20, "a passing evaluation in the first step"
     )
@@ -102,17 +92,7 @@ async def test_killed_sidecar_restores_the_proxy_split_before_it_serves_again(
     await stack.seed(STAGE, STABLE)
     stack.start_load(STAGE, LOAD_RPS)
     await stack.wait_scraped()
-    created = await stack.cli(
-        "promote",
-        "--manifest",
-        str(stack.manifest_file(CANDIDATE)),
-        "--stage",
-        STAGE,
-        "--upstream",
-        stack.service(CANDIDATE, STAGE).url,
-    )
-    assert created.code == 0, created
-    promotion_id = created.stdout.strip()
+    promotion_id = await stack.start_promotion(CANDIDATE, STAGE)
     await stack.wait_event(
         promotion_id, _passes_at_first_step, 20, "a passing evaluation in the first step"
     )
