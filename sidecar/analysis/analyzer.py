@@ -19,6 +19,7 @@ from sidecar.analysis.judge import (
     GateResult,
     GateVerdict,
     Judge,
+    StepCounts,
     StepVerdict,
     counter_increase,
     decide,
@@ -52,6 +53,11 @@ class Analyzer:
     tracer: trace.Tracer
     _counters: dict[tuple[str, str], _Counters] = field(default_factory=dict)
     _recent: dict[str, list[GateResult]] = field(default_factory=dict)
+    _step: dict[str, StepCounts] = field(default_factory=dict)
+
+    def new_step(self) -> None:
+        """Counts for sequential tests start again with each step (a new traffic share)."""
+        self._step.clear()
 
     async def evaluate(
         self, candidate: Identity, baseline: Identity | None, parent: Any = None
@@ -126,6 +132,9 @@ class Analyzer:
         self._consume(gate, "candidate", readings[0], readings[1])
         if baseline:
             self._consume(gate, "baseline", readings[2], readings[3])
+        step = self._step[gate.name] = self._step.get(gate.name, StepCounts()).plus(
+            cand_bad, cand_n, base_bad, base_n or 0.0
+        )
         return Evidence(
             candidate=ratio_evidence(cand_bad, cand_n, gate.min_requests),
             baseline=ratio_evidence(base_bad, base_n, 1)
@@ -133,6 +142,7 @@ class Analyzer:
             else Measurement.no_data("no baseline traffic"),
             candidate_requests=cand_n,
             baseline_requests=base_n,
+            step=step,
         )
 
     def _increase(

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
+from sidecar.analysis.sequential import sequential_test
 from sidecar.domain.measurement import Measurement, MeasurementKind
-from sidecar.domain.policy import SloGate
+from sidecar.domain.policy import Analysis, SloGate, Stage
 
 
 class GateResult(StrEnum):
@@ -52,6 +53,27 @@ class Evidence:
     baseline: Measurement
     candidate_requests: float | None = None  # ratio gates: requests behind the ratio
     baseline_requests: float | None = None
+    step: StepCounts | None = None  # ratio gates: counts since the step began
+
+
+@dataclass(frozen=True)
+class StepCounts:
+    """Bad and total events on each side since the current step began."""
+
+    candidate_bad: float = 0.0
+    candidate_total: float = 0.0
+    baseline_bad: float = 0.0
+    baseline_total: float = 0.0
+
+    def plus(
+        self, cand_bad: float, cand_total: float, base_bad: float, base_total: float
+    ) -> StepCounts:
+        return StepCounts(
+            self.candidate_bad + cand_bad,
+            self.candidate_total + cand_total,
+            self.baseline_bad + base_bad,
+            self.baseline_total + base_total,
+        )
 
 
 @dataclass(frozen=True)
@@ -67,6 +89,7 @@ class GateVerdict:
     hard: bool
     reason: str
     requests: float | None = None
+    e_value: float | None = None  # sequential gates: the evidence of a regression
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,6 +129,90 @@ class ThresholdJudge:
 
     def judge(self, gate: SloGate, evidence: Evidence, recent: Sequence[GateResult]) -> GateVerdict:
         return judge_threshold(gate, evidence, recent, self.confirm)
+
+
+@dataclass(frozen=True)
+class SequentialJudge:
+    """Confirms a regression only when the anytime-valid test says so (see sequential.py).
+
+    Each evaluation's own window is still judged against the gate's bounds: a window
+    beyond them is a transient breach until the test confirms it. Hard guards act at once.
+    Without baseline traffic (e.g. after a blue-green switch) it falls back to ``confirm``
+    breaches in a row.
+    """
+
+    alpha: float
+    confirm: int = 3
+
+    def judge(self, gate: SloGate, evidence: Evidence, recent: Sequence[GateResult]) -> GateVerdict:
+        window = judge_threshold(gate, evidence, recent, self.confirm)
+        counts = evidence.step
+        if window.result is GateResult.UNAVAILABLE or window.hard or counts is None:
+            return window
+        if counts.baseline_total <= 0 or counts.candidate_total <= 0:
+            return window
+        test = sequential_test(
+            counts.candidate_bad,
+            counts.candidate_total,
+            counts.baseline_bad,
+            counts.baseline_total,
+            margin=gate.margin,
+            alpha=self.alpha,
+        )
+        worse = test.confirmed and test.bad_share > test.null_share
+        numbers = (
+            f"e-value {test.e_value:.3g} vs {test.threshold:.3g}; candidate took "
+            f"{test.bad_share:.0%} of bad events, at most {test.null_share:.0%} expected"
+        )
+        if worse:
+            return replace(
+                window,
+                result=GateResult.BREACH,
+                classification=Classification.PERSISTENT,
+                e_value=test.e_value,
+                reason=f"{gate.name}: regression confirmed: {numbers}",
+            )
+        if window.result is GateResult.BREACH:
+            return replace(
+                window,
+                classification=Classification.TRANSIENT,
+                e_value=test.e_value,
+                reason=f"{window.reason}; not confirmed: {numbers}",
+            )
+        if window.result is GateResult.PASS and counts.candidate_total < gate.min_step_requests:
+            return replace(
+                window,
+                result=GateResult.NO_DATA,
+                e_value=test.e_value,
+                reason=f"{gate.name}: {counts.candidate_total:g} candidate requests "
+                f"this step, need {gate.min_step_requests}",
+            )
+        return replace(window, e_value=test.e_value)
+
+
+@dataclass(frozen=True)
+class PolicyJudge:
+    """Judges each gate the way its policy entry asks (``judge: threshold|sequential``)."""
+
+    threshold: ThresholdJudge
+    sequential: SequentialJudge
+
+    def judge(self, gate: SloGate, evidence: Evidence, recent: Sequence[GateResult]) -> GateVerdict:
+        chosen: Judge = self.sequential if gate.judge == "sequential" else self.threshold
+        return chosen.judge(gate, evidence, recent)
+
+
+def build_judge(stage: Stage, analysis: Analysis) -> PolicyJudge:
+    """The stage's judge. ``alpha`` is split evenly over its sequential gates and its steps
+    (each step starts a new test), so the chance of any false rollback in a release stays
+    within ``alpha``."""
+    sequential = sum(1 for gate in stage.gates.slo if gate.judge == "sequential")
+    canary = stage.strategy.canary
+    steps = len(canary.steps) if canary is not None else 2  # blue-green: preview, post
+    return PolicyJudge(
+        ThresholdJudge(analysis.confirm),
+        SequentialJudge(analysis.alpha / max(1, sequential * steps), analysis.confirm),
+    )
 
 
 def judge_threshold(

@@ -64,6 +64,13 @@ class Analysis(_Model):
         alias="noDataTimeout",
         description="how long a step waits for data before stopping as insufficient evidence",
     )
+    alpha: float = Field(
+        default=0.01,
+        gt=0,
+        lt=1,
+        description="sequential gates: the chance of a false rollback per release, split "
+        "across the step's sequential gates and the strategy's steps",
+    )
     max_provider_hold: Duration = Field(
         default=300.0,
         alias="maxProviderHold",
@@ -144,6 +151,23 @@ class SloGate(_Model):
         description="requests on the candidate needed before a ratio gate judges",
     )
     window: Duration = Field(default=30.0, description="value of $window in `query`")
+    judge: Literal["threshold", "sequential"] = Field(
+        default="threshold",
+        description="threshold: bounds with `confirm` breaches in a row; sequential (ratio "
+        "gates): an anytime-valid test of candidate against baseline counts",
+    )
+    margin: float = Field(
+        default=0.0,
+        ge=0,
+        description="sequential: how much worse than the baseline the candidate may be "
+        "(0.2 = 20%) before it counts as a regression",
+    )
+    min_step_requests: int = Field(
+        default=100,
+        alias="minStepRequests",
+        ge=1,
+        description="sequential: candidate requests a step needs before it may pass",
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> SloGate:
@@ -153,6 +177,8 @@ class SloGate(_Model):
             raise ValueError("set a bound: max, min or maxVsBaseline")
         if self.ratio is not None and self.min is not None:
             raise ValueError("min makes no sense for a bad/total ratio; use max")
+        if self.judge == "sequential" and self.ratio is None:
+            raise ValueError("the sequential judge needs counts: give ratio (bad/total)")
         for template in self.templates():
             unknown = placeholders(template) - KNOWN_PLACEHOLDERS
             if unknown:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sidecar.analysis.analyzer import Analyzer
-from sidecar.analysis.judge import StepVerdict, ThresholdJudge
+from sidecar.analysis.judge import StepVerdict, build_judge
 from sidecar.domain.artifact import ArtifactRef
 from sidecar.domain.policy import Stage
 from sidecar.domain.promotion import Phase, Promotion
@@ -42,7 +42,7 @@ class PromotionRunner:
         self.strategy: Strategy = build_strategy(self.stage, self.analysis)
         self.analyzer = Analyzer(
             self.ctx.source,
-            ThresholdJudge(self.analysis.confirm),
+            build_judge(self.stage, self.analysis),
             self.stage.gates.slo,
             self.ctx.tracer,
         )
@@ -133,6 +133,8 @@ class PromotionRunner:
         kind = action.kind
         if kind in (ActionKind.WAIT, ActionKind.HOLD):
             return await self.ctx.move(promotion, event="verdict", data=data)
+        if kind in (ActionKind.SET_WEIGHT, ActionKind.SWITCH):
+            self.analyzer.new_step()
         if kind is ActionKind.SET_WEIGHT:
             return await self.ctx.move(
                 promotion,

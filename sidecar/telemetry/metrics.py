@@ -56,6 +56,12 @@ class PrometheusRecorder:
             [*_SS, "gate", "role"],
             registry=r,
         )
+        self.gate_e_value = Gauge(
+            "promgate_gate_e_value",
+            "Sequential gates: the e-value for a regression (rollback at 1/alpha)",
+            [*_SS, "gate"],
+            registry=r,
+        )
         self.gate_threshold = Gauge(
             "promgate_gate_threshold",
             "Bound the gate's value was judged against",
@@ -141,6 +147,8 @@ class PrometheusRecorder:
             self.gate_value.labels(*ss, gate.gate, "baseline").set(gate.baseline)
         if gate.threshold is not None:
             self.gate_threshold.labels(*ss, gate.gate).set(gate.threshold)
+        if gate.e_value is not None:
+            self.gate_e_value.labels(*ss, gate.gate).set(gate.e_value)
         classification = gate.classification.value if gate.classification else "none"
         self.gate_evaluations.labels(*ss, gate.gate, gate.result.value, classification).inc()
 

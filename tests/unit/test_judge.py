@@ -286,6 +286,7 @@ def test_verdict_carries_the_numbers() -> None:
         "hard": False,
         "reason": "g: 0.02 within 0.05",
         "requests": 400,
+        "e_value": None,
     }
 
 
