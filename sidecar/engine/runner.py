@@ -199,6 +199,8 @@ class PromotionRunner:
                         "baseline": g.baseline,
                         "threshold": g.threshold,
                         "classification": g.classification.value if g.classification else None,
+                        "e_value": g.e_value,
+                        "requests": g.requests,
                     }
                     for g in verdict.gates
                 ],
