@@ -170,7 +170,9 @@ class ProgressView:
         )
         summary.add_row("weight", bar)
         gates = Table(expand=False, box=None, header_style="bold", pad_edge=False)
-        for column in ("gate", "result", "value vs threshold", "baseline", "classification"):
+        columns = ["gate", "result", "value vs threshold", "baseline", "classification"]
+        with_evidence = any(g.get("e_value") is not None for g in self.gates)
+        for column in [*columns, "e-value"] if with_evidence else columns:
             gates.add_column(column)
         for gate in self.gates:
             hard = " (hard)" if gate.get("hard") else ""
@@ -180,6 +182,7 @@ class ProgressView:
                 f"{_number(gate.get('value'))} vs {_number(gate.get('threshold'))}{hard}",
                 _number(gate.get("baseline")),
                 str(gate.get("classification") or ""),
+                *([_number(gate.get("e_value"))] if with_evidence else []),
                 style=_gate_style(gate),
             )
         parts: list[RenderableType] = [summary]
