@@ -217,7 +217,7 @@ def print_run(result: RunResult) -> None:
     )
 
 
-def print_summary(results: list[RunResult], floor_s: float, earliest_s: float) -> None:
+def print_summary(results: list[RunResult]) -> None:
     ok = [r for r in results if r.failure is None]
     rows = {
         "last request routed": [r.detection_s for r in ok if r.detection_s is not None],
@@ -237,17 +237,6 @@ def print_summary(results: list[RunResult], floor_s: float, earliest_s: float) -
             max(values),
         )
         print(f"{name:<28} " + " ".join(f"{v:7.2f}" for v in cells))
-    detection = rows["last request routed"]
-    print(
-        f"{'theoretical floor':<28} {floor_s:7.2f}"
-        "  (scrape interval + confirm x interval; see README)"
-    )
-    print(f"{'earliest possible':<28} {earliest_s:7.2f}  ((confirm - 1) x interval)")
-    if detection:
-        print(
-            f"{'measured / floor':<28} {statistics.median(detection) / floor_s:7.2f} "
-            f"{nearest_rank(detection, 95) / floor_s:7.2f}"
-        )
     print(f"runs: {len(results)}, rolled back in time: {len(ok)}, failed: {len(results) - len(ok)}")
 
 
@@ -258,8 +247,8 @@ def check_policy() -> Analysis:
     if gates != reference.stage(STAGE).gates.slo:
         raise SystemExit(f"{POLICY}: SLO gates differ from {REFERENCE_POLICY}'s {STAGE} stage")
     analysis = bench.analysis_for(bench.stage(STAGE))
-    if analysis.confirm != Analysis().confirm:
-        raise SystemExit(f"{POLICY}: confirm {analysis.confirm} is not the product default")
+    if (analysis.confirm, analysis.alpha) != (Analysis().confirm, Analysis().alpha):
+        raise SystemExit(f"{POLICY}: confirm and alpha must be the product defaults")
     return analysis
 
 
@@ -267,12 +256,11 @@ async def main_async(runs: int, seed: int) -> int:
     analysis = check_policy()
     canary = load_policy(POLICY).stage(STAGE).strategy.canary
     assert canary is not None
-    floor_s = SCRAPE_INTERVAL_S + analysis.confirm * analysis.interval
     rng = random.Random(seed)
     print(
         f"seed={seed} runs={runs} load={LOAD_RPS:g} rps canary={canary.steps[0]}% "
         f"scrape={SCRAPE_INTERVAL_S:g}s interval={analysis.interval:g}s "
-        f"confirm={analysis.confirm} fault={FAULT} "
+        f"confirm={analysis.confirm} alpha={analysis.alpha:g} fault={FAULT} "
         f"at +{FAULT_OFFSET_S[0]:g}..{FAULT_OFFSET_S[1]:g}s after the candidate's first request"
     )
     started = time.monotonic()
@@ -287,7 +275,7 @@ async def main_async(runs: int, seed: int) -> int:
                 print_run(result)
         finally:
             await stack.stop()
-    print_summary(results, floor_s, (analysis.confirm - 1) * analysis.interval)
+    print_summary(results)
     print(f"wall time {time.monotonic() - started:.1f}s; every process stopped")
     detection = [r.detection_s for r in results if r.detection_s is not None]
     if detection:
