@@ -346,6 +346,98 @@ def demo() -> None:
         raise click.exceptions.Exit(code)
 
 
+@cli.command()
+@click.option(
+    "--policy",
+    "policy_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="promotion policy file (YAML) to judge with",
+)
+@click.option(
+    "--manifest",
+    "manifest_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="the candidate's release manifest (JSON)",
+)
+@click.option(
+    "--from",
+    "start_text",
+    required=True,
+    metavar="TIME",
+    help="window start: RFC 3339 (2024-05-01T12:00:00Z) or epoch seconds",
+)
+@click.option(
+    "--to", "end_text", required=True, metavar="TIME", help="window end, at most 24h after --from"
+)
+@click.option("--stage", help="stage to replay [default: the policy's first stage]")
+@click.option(
+    "--baseline",
+    metavar="IMAGE@sha256:...",
+    help="the release that was stable in the window (required)",
+)
+@click.option("--baseline-version", metavar="V", help="the baseline's version (required)")
+@click.option(
+    "--prometheus-url",
+    envvar="PROMGATE_PROMETHEUS_URL",
+    default="http://127.0.0.1:9090",
+    show_default=True,
+    metavar="URL",
+    help="Prometheus holding the window's data [env PROMGATE_PROMETHEUS_URL]",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the evaluations as JSON")
+def replay(
+    *,
+    policy_file: Path,
+    manifest_file: Path,
+    start_text: str,
+    end_text: str,
+    stage: str | None,
+    baseline: str | None,
+    baseline_version: str | None,
+    prometheus_url: str,
+    as_json: bool,
+) -> None:
+    """Re-judge a past window on the data Prometheus kept: the decision each step would have made.
+
+    The weights are what the policy would have set; the data is what really happened (a
+    replay cannot change who got traffic). Exit 0 promoted or still running at --to,
+    1 rolled back or refused, 3 aborted, 4 inconclusive, 2 on errors.
+    """
+    from sidecar import replay as replaying  # noqa: PLC0415 - loaded only when run
+
+    times: dict[str, float] = {}
+    for flag, text in (("--from", start_text), ("--to", end_text)):
+        try:
+            times[flag] = replaying.parse_instant(text)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=f"'{flag}'") from None
+    replaying.check_window(times["--from"], times["--to"])
+    stable = replaying.baseline_from_flags(baseline, baseline_version)
+    checked = load_policy(policy_file)
+    manifest = ReleaseManifest.load(manifest_file)
+    result = asyncio.run(
+        replaying.replay(
+            checked,
+            manifest.to_json_dict(),
+            stage=stage or checked.stages[0].name,
+            prometheus_url=prometheus_url,
+            start=times["--from"],
+            end=times["--to"],
+            baseline=stable,
+        )
+    )
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        for line in replaying.report_lines(result):
+            click.echo(line)
+    code = replaying.exit_code(result)
+    if code:
+        raise click.exceptions.Exit(code)
+
+
 def main() -> None:
     """Console script entry point."""
     cli(prog_name="promgate")
