@@ -90,6 +90,7 @@ class GateVerdict:
     reason: str
     requests: float | None = None
     e_value: float | None = None  # sequential gates: the evidence of a regression
+    e_threshold: float | None = None  # sequential gates: 1/alpha, where it confirms
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -170,6 +171,7 @@ class SequentialJudge:
                 result=GateResult.BREACH,
                 classification=Classification.PERSISTENT,
                 e_value=test.e_value,
+                e_threshold=test.threshold,
                 reason=f"{gate.name}: regression confirmed: {numbers}",
             )
         if window.result is GateResult.BREACH:
@@ -177,6 +179,7 @@ class SequentialJudge:
                 window,
                 classification=Classification.TRANSIENT,
                 e_value=test.e_value,
+                e_threshold=test.threshold,
                 reason=f"{window.reason}; not confirmed: {numbers}",
             )
         if window.result is GateResult.PASS and counts.candidate_total < gate.min_step_requests:
@@ -184,10 +187,11 @@ class SequentialJudge:
                 window,
                 result=GateResult.NO_DATA,
                 e_value=test.e_value,
+                e_threshold=test.threshold,
                 reason=f"{gate.name}: {counts.candidate_total:g} candidate requests "
                 f"this step, need {gate.min_step_requests}",
             )
-        return replace(window, e_value=test.e_value)
+        return replace(window, e_value=test.e_value, e_threshold=test.threshold)
 
 
 @dataclass(frozen=True)

@@ -200,6 +200,7 @@ class PromotionRunner:
                         "threshold": g.threshold,
                         "classification": g.classification.value if g.classification else None,
                         "e_value": g.e_value,
+                        "e_threshold": g.e_threshold,
                         "requests": g.requests,
                     }
                     for g in verdict.gates

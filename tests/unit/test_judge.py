@@ -287,6 +287,7 @@ def test_verdict_carries_the_numbers() -> None:
         "reason": "g: 0.02 within 0.05",
         "requests": 400,
         "e_value": None,
+        "e_threshold": None,
     }
 
 

@@ -135,6 +135,7 @@ def test_sequential_judge_reports_its_e_value() -> None:
         gate(), evidence(0.3, 50, StepCounts(60, 500, 40, 2000)), []
     )
     assert got.e_value is not None and got.e_value >= 100
+    assert got.e_threshold == pytest.approx(100)
 
 
 POLICY = """
