@@ -1,0 +1,314 @@
+"""The data side of a replay: times, Prometheus range queries and the historical source."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import datetime
+import json
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from yarl import URL
+
+from sidecar.domain.measurement import Measurement
+from sidecar.engine.clock import Clock
+from sidecar.errors import InputError, ProviderError, SettingsError
+
+MAX_WINDOW_S = 24 * 3600.0
+_POINTS_PER_REQUEST = 10_000  # Prometheus refuses more than 11,000 points per series
+_SHOWN_SERIES = 3
+_SHOWN_CHARS = 400
+_EPOCH = re.compile(r"^[0-9]+(\.[0-9]+)?$")
+_LATEST_EPOCH_S = 1e11  # year 5138: a larger number is milliseconds, not seconds
+
+
+# --- times ------------------------------------------------------------------------------
+
+
+def parse_instant(text: str) -> float:
+    """RFC 3339 with an offset (``2024-05-01T12:00:00Z``) or epoch seconds -> epoch seconds.
+
+    Raises ValueError with a message fit to show next to the flag's name.
+    """
+    text = text.strip()
+    if _EPOCH.match(text):
+        seconds = float(text)
+        if seconds >= _LATEST_EPOCH_S:
+            raise ValueError(
+                f"{text!r} looks like epoch milliseconds; give epoch seconds "
+                f"(e.g. {seconds / 1000:.0f}) or an RFC 3339 time"
+            )
+        return seconds
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither an RFC 3339 time (e.g. 2024-05-01T12:00:00Z) "
+            "nor epoch seconds (e.g. 1714564800)"
+        ) from None
+    if moment.tzinfo is None:
+        raise ValueError(
+            f"{text!r} has no UTC offset; add Z or one like +02:00 (e.g. 2024-05-01T12:00:00Z)"
+        )
+    return moment.timestamp()
+
+
+def iso(timestamp: float) -> str:
+    """``2024-05-01T12:00:00Z``, with milliseconds only when the time has them."""
+    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
+    spec = "seconds" if float(timestamp).is_integer() else "milliseconds"
+    return moment.isoformat(timespec=spec).replace("+00:00", "Z")
+
+
+def check_window(start: float, end: float, now: float | None = None) -> None:
+    """Refuse a window that is empty, reversed, too long or still in the future."""
+    now = time.time() if now is None else now
+    if end <= start:
+        raise InputError(f"--to ({iso(end)}) must be after --from ({iso(start)})")
+    if end > now + 60:
+        raise InputError(f"--to ({iso(end)}) is in the future; Prometheus holds no data for it yet")
+    if end - start > MAX_WINDOW_S:
+        raise InputError(
+            f"the window {iso(start)} .. {iso(end)} is {(end - start) / 3600:.1f}h long; "
+            f"replay at most {MAX_WINDOW_S / 3600:g}h at a time"
+        )
+
+
+# --- the range client ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Series:
+    """One series of a range query: its labels and (timestamp, value) points, oldest first."""
+
+    labels: Mapping[str, str]
+    points: Sequence[tuple[float, float]]
+
+
+class RangeClient(Protocol):
+    """Blocking range queries; every failure is a ProviderError whose text names the cause."""
+
+    def query_range(self, promql: str, start: float, end: float, step: float) -> list[Series]: ...
+
+    def close(self) -> None: ...
+
+
+class PrometheusRangeClient:
+    """``prometheus-api-client``'s range queries, reduced to typed series.
+
+    Credentials in the URL are sent as basic auth and kept out of every message. TLS
+    certificates are verified. Long windows are fetched in chunks below Prometheus's limit
+    of 11,000 points per series.
+    """
+
+    def __init__(self, base_url: str, *, timeout_s: int = 15, attempts: int = 3) -> None:
+        # Imported here: only a replay needs the client and its requests dependency.
+        from prometheus_api_client.prometheus_connect import (  # noqa: PLC0415
+            PrometheusConnect,
+        )
+        from urllib3.util.retry import Retry  # noqa: PLC0415
+
+        url = _parse_base_url(base_url)
+        user = url.user or ""
+        password = url.password or ""
+        self._secrets = sorted(
+            {s for s in (url.raw_user, url.raw_password, url.user, url.password) if s},
+            key=len,
+            reverse=True,
+        )
+        self.display_url = str(url.with_user(None)).rstrip("/")
+        options: dict[str, Any] = {"auth": (user, password)} if user or password else {}
+        self._client = PrometheusConnect(
+            url=self.display_url,
+            disable_ssl=False,
+            timeout=timeout_s,
+            retry=Retry(
+                total=max(attempts - 1, 0),
+                backoff_factor=0.2,
+                status_forcelist=[429, 500, 502, 503, 504],
+                raise_on_status=False,
+            ),
+            **options,
+        )
+
+    def query_range(self, promql: str, start: float, end: float, step: float) -> list[Series]:
+        merged: dict[tuple[tuple[str, str], ...], dict[float, float]] = {}
+        chunk = step * (_POINTS_PER_REQUEST - 1)
+        at = start
+        while at <= end:
+            upto = min(at + chunk, end)
+            for labels, points in self._fetch(promql, at, upto, step):
+                merged.setdefault(tuple(sorted(labels.items())), {}).update(points)
+            at = upto + step
+        return [Series(dict(labels), sorted(points.items())) for labels, points in merged.items()]
+
+    def close(self) -> None:
+        close: Callable[[], None] | None = getattr(self._client, "close", None)
+        if close is not None:
+            close()
+
+    def _fetch(
+        self, promql: str, start: float, end: float, step: float
+    ) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+        try:
+            result: Any = self._client.custom_query_range(
+                promql,
+                start_time=datetime.datetime.fromtimestamp(start, tz=datetime.UTC),
+                end_time=datetime.datetime.fromtimestamp(end, tz=datetime.UTC),
+                step=f"{step:g}",
+            )
+        except Exception as exc:  # the client raises requests', urllib3's and its own
+            raise ProviderError(
+                self._redact(
+                    f"cannot read {iso(start)} .. {iso(end)} from Prometheus at "
+                    f"{self.display_url}: {type(exc).__name__}: {_clip(str(exc))}"
+                )
+            ) from None
+        return _parse_matrix(result)
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _parse_base_url(base_url: str) -> URL:
+    """An absolute http(s) URL; the error does not echo the text, which may hold a password."""
+    try:
+        url = URL(base_url)
+    except ValueError:
+        url = URL()
+    if url.scheme not in ("http", "https") or not url.host:
+        raise SettingsError(
+            "--prometheus-url must look like http(s)://[user:password@]host[:port][/path]"
+        )
+    return url
+
+
+def _parse_matrix(result: Any) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+    """The ``result`` of a range query: a list of ``{metric, values: [[t, "v"], ...]}``."""
+    if not isinstance(result, list):
+        raise ProviderError(f"range result is not a list: {_clip(repr(result))}")
+    parsed = []
+    for series in result:
+        metric = series.get("metric") if isinstance(series, dict) else None
+        values = series.get("values") if isinstance(series, dict) else None
+        if not isinstance(metric, dict) or not isinstance(values, list):
+            raise ProviderError(f"range series is not {{metric, values}}: {_clip(repr(series))}")
+        points = []
+        for pair in values:
+            try:
+                points.append((float(pair[0]), float(pair[1])))
+            except (TypeError, ValueError, IndexError, KeyError):
+                raise ProviderError(f"sample is not [time, value]: {_clip(repr(pair))}") from None
+        parsed.append(({str(k): str(v) for k, v in metric.items()}, points))
+    return parsed
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    return "{" + ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(labels.items())) + "}"
+
+
+# --- the historical source ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    series: Sequence[Series] = ()
+    error: str | None = None
+
+
+class HistoricalSource:
+    """A :class:`~sidecar.analysis.prometheus.MetricsSource` that answers as of ``clock.now()``.
+
+    The first ask for a query fetches the whole window once as a range query with the
+    analysis interval as its step (in a thread: the client blocks); later asks only look
+    up the cache. Each point of a range result is what an instant query at that time
+    would have returned: Prometheus has already applied its 5-minute lookback and its
+    staleness markers. So the answer as of ``now`` is each series' point at the latest
+    grid time at or before ``now``; a series without a point within one step of ``now``
+    had no value then. One series is a value, none is no data, several are a provider
+    error (a gate needs one number), as with the live source. A failed fetch is a
+    provider error for every ask of that query: the replay holds, it never rolls back.
+    """
+
+    def __init__(
+        self,
+        client: RangeClient,
+        clock: Clock,
+        *,
+        start: float,
+        end: float,
+        step: float,
+        lead_s: float = 300.0,
+    ) -> None:
+        if step <= 0 or end < start:
+            raise ValueError(f"need step > 0 and end >= start (got {step=}, {start=}, {end=})")
+        self._client = client
+        self._clock = clock
+        self._start = start - lead_s
+        self._end = end
+        self._step = step
+        self._slack = min(1e-3, step / 1000)
+        self._fetches: dict[str, asyncio.Task[_Fetched]] = {}
+
+    async def query(self, promql: str) -> Measurement:
+        task = self._fetches.get(promql)
+        if task is None:
+            task = asyncio.create_task(self._fetch(promql), name=f"fetch {promql[:60]}")
+            self._fetches[promql] = task
+        fetched = await asyncio.shield(task)
+        if fetched.error is not None:
+            return Measurement.provider_error(f"query {promql!r}: {fetched.error}")
+        return self._lookup(promql, fetched.series, self._clock.now())
+
+    async def close(self) -> None:
+        for task in self._fetches.values():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.to_thread(self._client.close)
+
+    async def _fetch(self, promql: str) -> _Fetched:
+        try:
+            series = await asyncio.to_thread(
+                self._client.query_range, promql, self._start, self._end, self._step
+            )
+        except ProviderError as exc:
+            return _Fetched(error=str(exc))
+        return _Fetched(series=series)
+
+    def _lookup(self, promql: str, series: Sequence[Series], now: float) -> Measurement:
+        found: list[tuple[Series, float]] = []
+        for one in series:
+            index = bisect.bisect_right(one.points, now + self._slack, key=_time) - 1
+            if index < 0:
+                continue
+            at, value = one.points[index]
+            if now - at < self._step - self._slack:
+                found.append((one, value))
+        if not found:
+            return Measurement.no_data(f"empty result at {iso(now)}")
+        if len(found) > 1:
+            shown = ", ".join(_labels(s.labels) for s, _ in found[:_SHOWN_SERIES])
+            more = f" and {len(found) - _SHOWN_SERIES} more" if len(found) > _SHOWN_SERIES else ""
+            return Measurement.provider_error(
+                f"query {promql!r}: query must aggregate to one series (e.g. sum(...) or "
+                f"sum by () (...)), got {len(found)} series at {iso(now)}: "
+                f"{_clip(shown)}{more}"
+            )
+        return Measurement.of(found[0][1])
+
+
+def _time(point: tuple[float, float]) -> float:
+    return point[0]
