@@ -58,22 +58,44 @@ class Evidence:
 
 @dataclass(frozen=True)
 class StepCounts:
-    """Bad and total events on each side since the current step began."""
+    """Bad and total events on each side since the current step began, and the single
+    evaluation window that put the most excess bad events on the candidate."""
 
     candidate_bad: float = 0.0
     candidate_total: float = 0.0
     baseline_bad: float = 0.0
     baseline_total: float = 0.0
+    worst: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
     def plus(
         self, cand_bad: float, cand_total: float, base_bad: float, base_total: float
     ) -> StepCounts:
+        window = (cand_bad, cand_total, base_bad, base_total)
         return StepCounts(
             self.candidate_bad + cand_bad,
             self.candidate_total + cand_total,
             self.baseline_bad + base_bad,
             self.baseline_total + base_total,
+            max(self.worst, window, key=_excess),
         )
+
+    def without_worst(self) -> StepCounts:
+        """The step with its worst window left out: what a regression must show *beyond*
+        one bad interval, so a one-interval blip cannot confirm it on its own."""
+        c_bad, c_total, b_bad, b_total = self.worst
+        return StepCounts(
+            self.candidate_bad - c_bad,
+            self.candidate_total - c_total,
+            self.baseline_bad - b_bad,
+            self.baseline_total - b_total,
+        )
+
+
+def _excess(window: tuple[float, float, float, float]) -> float:
+    """Bad events on the candidate beyond its traffic share of the window's bad events."""
+    c_bad, c_total, b_bad, b_total = window
+    requests = c_total + b_total
+    return c_bad - (c_bad + b_bad) * c_total / requests if requests > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -137,9 +159,10 @@ class SequentialJudge:
     """Confirms a regression only when the anytime-valid test says so (see sequential.py).
 
     Each evaluation's own window is still judged against the gate's bounds: a window
-    beyond them is a transient breach until the test confirms it. Hard guards act at once.
-    Without baseline traffic (e.g. after a blue-green switch) it falls back to ``confirm``
-    breaches in a row.
+    beyond them is a transient breach until the test confirms it. The test leaves out the
+    step's single worst window, so one bad interval (a blip) never confirms a regression
+    by itself. Hard guards act at once. Without baseline traffic (e.g. after a blue-green
+    switch) it falls back to ``confirm`` breaches in a row.
     """
 
     alpha: float
@@ -147,11 +170,23 @@ class SequentialJudge:
 
     def judge(self, gate: SloGate, evidence: Evidence, recent: Sequence[GateResult]) -> GateVerdict:
         window = judge_threshold(gate, evidence, recent, self.confirm)
-        counts = evidence.step
-        if window.result is GateResult.UNAVAILABLE or window.hard or counts is None:
+        step = evidence.step
+        if window.result is GateResult.UNAVAILABLE or window.hard or step is None:
             return window
+        verdict = self._test(gate, window, step.without_worst())
+        if verdict.result is GateResult.PASS and step.candidate_total < gate.min_step_requests:
+            return replace(
+                verdict,
+                result=GateResult.NO_DATA,
+                reason=f"{gate.name}: {step.candidate_total:g} candidate requests this step, "
+                f"need {gate.min_step_requests}",
+            )
+        return verdict
+
+    def _test(self, gate: SloGate, window: GateVerdict, counts: StepCounts) -> GateVerdict:
+        """The window's verdict, with persistence decided by the sequential test."""
         if counts.baseline_total <= 0 or counts.candidate_total <= 0:
-            return window
+            return window  # nothing to compare with yet: bounds and `confirm` decide
         test = sequential_test(
             counts.candidate_bad,
             counts.candidate_total,
@@ -160,38 +195,25 @@ class SequentialJudge:
             margin=gate.margin,
             alpha=self.alpha,
         )
-        worse = test.confirmed and test.bad_share > test.null_share
         numbers = (
             f"e-value {test.e_value:.3g} vs {test.threshold:.3g}; candidate took "
             f"{test.bad_share:.0%} of bad events, at most {test.null_share:.0%} expected"
         )
-        if worse:
+        tested = replace(window, e_value=test.e_value, e_threshold=test.threshold)
+        if test.confirmed and test.bad_share > test.null_share:
             return replace(
-                window,
+                tested,
                 result=GateResult.BREACH,
                 classification=Classification.PERSISTENT,
-                e_value=test.e_value,
-                e_threshold=test.threshold,
                 reason=f"{gate.name}: regression confirmed: {numbers}",
             )
         if window.result is GateResult.BREACH:
             return replace(
-                window,
+                tested,
                 classification=Classification.TRANSIENT,
-                e_value=test.e_value,
-                e_threshold=test.threshold,
                 reason=f"{window.reason}; not confirmed: {numbers}",
             )
-        if window.result is GateResult.PASS and counts.candidate_total < gate.min_step_requests:
-            return replace(
-                window,
-                result=GateResult.NO_DATA,
-                e_value=test.e_value,
-                e_threshold=test.threshold,
-                reason=f"{gate.name}: {counts.candidate_total:g} candidate requests "
-                f"this step, need {gate.min_step_requests}",
-            )
-        return replace(window, e_value=test.e_value, e_threshold=test.threshold)
+        return tested
 
 
 @dataclass(frozen=True)

@@ -172,3 +172,45 @@ def test_sequential_needs_a_ratio_gate() -> None:
     [problem] = raised.value.problems
     assert problem.path == "stages[0].gates.slo[2]"
     assert "needs counts" in problem.message
+
+
+def step_of(*windows: tuple[float, float, float, float]) -> StepCounts:
+    counts = StepCounts()
+    for window in windows:
+        counts = counts.plus(*window)
+    return counts
+
+
+QUIET = (1.0, 100.0, 4.0, 400.0)  # 1% errors on both sides
+
+
+@pytest.mark.parametrize(
+    ("windows", "classification"),
+    [
+        pytest.param([QUIET] * 5 + [(60.0, 100.0, 4.0, 400.0)], T, id="one-window-blip"),
+        pytest.param([QUIET] * 4 + [(30.0, 100.0, 4.0, 400.0)] * 2, PE,
+                     id="two-windows-of-regression"),
+        pytest.param([(60.0, 100.0, 4.0, 400.0)], T, id="first-window-alone"),
+    ],
+)  # fmt: skip
+def test_one_bad_window_never_confirms_a_regression(
+    windows: list[tuple[float, float, float, float]], classification: Classification
+) -> None:
+    """The test leaves out the step's worst window: a blip stays transient, a regression
+    that shows in two windows is confirmed."""
+    step = step_of(*windows)
+    window = windows[-1]
+    got = SequentialJudge(alpha=0.01).judge(
+        gate(), evidence(window[0] / window[1], window[1], step), []
+    )
+    assert (got.result, got.classification) == (B, classification), got.reason
+
+
+def test_worst_window_is_the_one_with_most_excess_bad_events() -> None:
+    """The excess is measured against the candidate's traffic share of the window."""
+    step = step_of(QUIET, (10.0, 100.0, 10.0, 100.0), (12.0, 100.0, 8.0, 400.0))
+    assert step.worst == (12.0, 100.0, 8.0, 400.0)
+    rest = step.without_worst()
+    assert (rest.candidate_bad, rest.candidate_total, rest.baseline_bad, rest.baseline_total) == (
+        11.0, 200.0, 14.0, 500.0,
+    )  # fmt: skip
