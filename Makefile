@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LINTED := sidecar tests examples benchmarks
 
-.PHONY: demo test lint bench-latency prometheus clean
+.PHONY: demo test lint bench-latency bench-decisions prometheus clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: $(BIN)/.installed prometheus lint
 
 bench-latency: $(BIN)/.installed prometheus
 	$(BIN)/python benchmarks/detection_latency.py
+
+bench-decisions: $(BIN)/.installed
+	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/python benchmarks/decisions/run.py
 
 clean:
 	rm -rf $(VENV) .promgate .pytest_cache .mypy_cache .ruff_cache

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-PRIOR_CONCENTRATION = 50.0  # prior Beta(c * rho0, c * (1 - rho0)), truncated to (rho0, 1)
+PRIOR_CONCENTRATION = 10.0  # prior Beta(c * rho0, c * (1 - rho0)), truncated to (rho0, 1)
 _CF_ITERATIONS = 10_000
 _CF_EPSILON = 1e-14
 _TINY = 1e-300
