@@ -125,7 +125,7 @@ async def promote(
 
 
 async def inject_fault(stack: LocalStack, scenario: Scenario, promotion_id: str) -> None:
-    """Blip: 1 s of 30% errors a few seconds into the canary; regression: lasting errors
+    """Blip: 1.5 s of 50% errors a few seconds into the canary; regression: lasting errors
     and latency from the start."""
     if scenario.fault == "blip":
 
@@ -135,7 +135,7 @@ async def inject_fault(stack: LocalStack, scenario: Scenario, promotion_id: str)
         await wait_until(has_traffic, 60, what="canary traffic", interval_s=0.2)
         await asyncio.sleep(3.0)  # part of the story: the blip comes after a clean start
         await stack.fault(
-            scenario.version, "production", {"error_rate": 0.3, "latency_ms": 20, "duration_s": 1.0}
+            scenario.version, "production", {"error_rate": 0.5, "latency_ms": 20, "duration_s": 1.5}
         )
     else:
         await stack.fault(
