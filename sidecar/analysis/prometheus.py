@@ -17,8 +17,8 @@ from tenacity import (
     stop_after_attempt,
     wait_random_exponential,
 )
-from yarl import URL
 
+from sidecar.analysis.endpoint import Endpoint
 from sidecar.domain.measurement import Measurement
 from sidecar.errors import (
     ProviderError,
@@ -75,13 +75,8 @@ class PrometheusSource:
         backoff_max_s: float = 2.0,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
-        url = _parse_base_url(base_url)
-        self._secrets = sorted(
-            {s for s in (url.raw_user, url.raw_password, url.user, url.password) if s},
-            key=len,
-            reverse=True,
-        )
-        self._display_url = str(url.with_user(None)).rstrip("/")
+        self._endpoint = Endpoint.parse(base_url)
+        self._display_url = self._endpoint.display_url
         if timeout_s <= 0 or attempts < 1 or backoff_initial_s < 0 or backoff_max_s < 0:
             raise SettingsError(
                 "Prometheus client needs timeout_s > 0, attempts >= 1 and backoffs >= 0 "
@@ -204,23 +199,7 @@ class PrometheusSource:
         return data
 
     def _redact(self, text: str) -> str:
-        """Remove any credential from the base URL, wherever a message picked it up."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
-
-def _parse_base_url(base_url: str) -> URL:
-    """An absolute http(s) URL; the error does not echo the text, which may hold a password."""
-    try:
-        url = URL(base_url)
-    except ValueError:
-        url = URL()
-    if url.scheme not in ("http", "https") or not url.host:
-        raise SettingsError(
-            "the Prometheus URL must look like http(s)://[user:password@]host[:port][/path]"
-        )
-    return url
+        return self._endpoint.redact(text)
 
 
 def _to_measurement(data: dict[str, Any]) -> Measurement:

@@ -13,11 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from yarl import URL
-
+from sidecar.analysis.endpoint import Endpoint
 from sidecar.domain.measurement import Measurement
 from sidecar.engine.clock import Clock
-from sidecar.errors import InputError, ProviderError, SettingsError
+from sidecar.errors import InputError, ProviderError
 
 MAX_WINDOW_S = 24 * 3600.0
 _POINTS_PER_REQUEST = 10_000  # Prometheus refuses more than 11,000 points per series
@@ -113,15 +112,9 @@ class PrometheusRangeClient:
         )
         from urllib3.util.retry import Retry  # noqa: PLC0415
 
-        url = _parse_base_url(base_url)
-        user = url.user or ""
-        password = url.password or ""
-        self._secrets = sorted(
-            {s for s in (url.raw_user, url.raw_password, url.user, url.password) if s},
-            key=len,
-            reverse=True,
-        )
-        self.display_url = str(url.with_user(None)).rstrip("/")
+        self._endpoint = Endpoint.parse(base_url, "--prometheus-url")
+        user, password = self._endpoint.credentials
+        self.display_url = self._endpoint.display_url
         options: dict[str, Any] = {"auth": (user, password)} if user or password else {}
         self._client = PrometheusConnect(
             url=self.display_url,
@@ -172,22 +165,7 @@ class PrometheusRangeClient:
         return _parse_matrix(result)
 
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
-
-def _parse_base_url(base_url: str) -> URL:
-    """An absolute http(s) URL; the error does not echo the text, which may hold a password."""
-    try:
-        url = URL(base_url)
-    except ValueError:
-        url = URL()
-    if url.scheme not in ("http", "https") or not url.host:
-        raise SettingsError(
-            "--prometheus-url must look like http(s)://[user:password@]host[:port][/path]"
-        )
-    return url
+        return self._endpoint.redact(text)
 
 
 def _parse_matrix(result: Any) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:

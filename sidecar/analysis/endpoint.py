@@ -1,0 +1,46 @@
+"""A Prometheus base URL whose credentials never reach a message or a log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from yarl import URL
+
+from sidecar.errors import SettingsError
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """The parsed URL, what may be shown of it, and what must be hidden."""
+
+    url: URL
+
+    @classmethod
+    def parse(cls, base_url: str, setting: str = "the Prometheus URL") -> Endpoint:
+        """An absolute http(s) URL; the error does not echo the text, which may hold a
+        password."""
+        try:
+            url = URL(base_url)
+        except ValueError:
+            url = URL()
+        if url.scheme not in ("http", "https") or not url.host:
+            raise SettingsError(
+                f"{setting} must look like http(s)://[user:password@]host[:port][/path]"
+            )
+        return cls(url)
+
+    @property
+    def display_url(self) -> str:
+        """The base URL without credentials, safe for logs and messages."""
+        return str(self.url.with_user(None)).rstrip("/")
+
+    @property
+    def credentials(self) -> tuple[str, str]:
+        return self.url.user or "", self.url.password or ""
+
+    def redact(self, text: str) -> str:
+        """Remove any credential from ``text``, wherever a message picked it up."""
+        secrets = {s for s in (self.url.raw_user, self.url.raw_password, *self.credentials) if s}
+        for secret in sorted(secrets, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
