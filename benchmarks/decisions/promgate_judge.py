@@ -30,7 +30,7 @@ from sidecar.analysis.judge import (
     StepCounts,
     build_judge,
     decide,
-    ratio_evidence,
+    ratio_window,
 )
 from sidecar.domain.measurement import Measurement
 from sidecar.domain.policy import Analysis, SloGate, parse_policy
@@ -223,12 +223,4 @@ class PromgateJudge:
         counts = step[gate.name] = step.get(gate.name, StepCounts()).plus(
             cand_bad, cand_n, base_bad, base_n
         )
-        return Evidence(
-            candidate=ratio_evidence(cand_bad, cand_n, gate.min_requests),
-            baseline=ratio_evidence(base_bad, base_n, 1)
-            if base_n
-            else Measurement.no_data("no baseline traffic"),
-            candidate_requests=cand_n,
-            baseline_requests=base_n,
-            step=counts,
-        )
+        return ratio_window(gate, (cand_bad, cand_n, base_bad, base_n), counts)

@@ -23,7 +23,7 @@ from sidecar.analysis.judge import (
     StepVerdict,
     counter_increase,
     decide,
-    ratio_evidence,
+    ratio_window,
 )
 from sidecar.analysis.prometheus import MetricsSource
 from sidecar.analysis.queries import render
@@ -135,15 +135,7 @@ class Analyzer:
         step = self._step[gate.name] = self._step.get(gate.name, StepCounts()).plus(
             cand_bad, cand_n, base_bad, base_n or 0.0
         )
-        return Evidence(
-            candidate=ratio_evidence(cand_bad, cand_n, gate.min_requests),
-            baseline=ratio_evidence(base_bad, base_n, 1)
-            if base_n
-            else Measurement.no_data("no baseline traffic"),
-            candidate_requests=cand_n,
-            baseline_requests=base_n,
-            step=step,
-        )
+        return ratio_window(gate, (cand_bad, cand_n, base_bad, base_n or 0.0), step)
 
     def _increase(
         self, gate: SloGate, role: str, bad: Measurement, total: Measurement

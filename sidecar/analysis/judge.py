@@ -398,3 +398,20 @@ def ratio_evidence(bad: float, total: float, min_requests: int) -> Measurement:
     if total < min_requests:
         return Measurement.no_data(f"{total:g} requests, need {min_requests}")
     return Measurement.of(bad / total)
+
+
+def ratio_window(
+    gate: SloGate, window: tuple[float, float, float, float], step: StepCounts
+) -> Evidence:
+    """A ratio gate's evidence for one judged window (candidate bad and total, baseline bad
+    and total): both sides' ratios and the step's counts so far."""
+    cand_bad, cand_n, base_bad, base_n = window
+    return Evidence(
+        candidate=ratio_evidence(cand_bad, cand_n, gate.min_requests),
+        baseline=ratio_evidence(base_bad, base_n, 1)
+        if base_n
+        else Measurement.no_data("no baseline traffic"),
+        candidate_requests=cand_n,
+        baseline_requests=base_n,
+        step=step,
+    )
