@@ -77,6 +77,11 @@ def bounded(seconds: float) -> Callable[[Callable[..., Awaitable[None]]], Any]:
     return decorate
 
 
+def past_progressing(promotion: dict[str, Any]) -> bool:
+    """Ended, or (blue-green) switched to post-promotion analysis."""
+    return promotion["phase"] not in ("pending", "progressing")
+
+
 def gates_of(events: Iterable[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(event, gate verdict) for every gate verdict the events carry."""
     return [(e, g) for e in events for g in (e.get("data") or {}).get("gates") or []]

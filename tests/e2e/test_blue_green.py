@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import REGRESSION, StackFactory, bounded, demo_digest, gates_of
+from tests.e2e.conftest import (
+    REGRESSION,
+    StackFactory,
+    bounded,
+    demo_digest,
+    gates_of,
+    past_progressing,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -79,7 +86,7 @@ async def test_blue_green_promotes_through_preview_then_switches_back_on_regress
     second_id = await stack.active_promotion(STAGE)
     switched = await stack.wait_promotion(
         second_id,
-        lambda p: p["phase"] not in ("pending", "progressing"),
+        past_progressing,
         30,
         "V3's preview to pass",
     )

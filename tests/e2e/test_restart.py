@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import StackFactory, WebhookReceiver, bounded, demo_digest
+from tests.e2e.conftest import (
+    StackFactory,
+    WebhookReceiver,
+    bounded,
+    demo_digest,
+    past_progressing,
+)
 from tests.support.processes import metric_value
 
 pytestmark = pytest.mark.e2e
@@ -52,7 +58,7 @@ async def test_killed_sidecar_resumes_the_step_and_never_repeats_an_actuation(
     assert after["step_index"] in (0, 1), after  # it may already have moved on since
     final = await stack.wait_promotion(
         promotion_id,
-        lambda p: p["phase"] not in ("pending", "progressing"),
+        past_progressing,
         60,
         "the resumed promotion to end",
     )
@@ -116,7 +122,7 @@ async def test_killed_sidecar_restores_the_proxy_split_before_it_serves_again(
     assert [(e["data"]["step"], e["data"]["weight"]) for e in resumed] == [(0, 25)], resumed
     final = await stack.wait_promotion(
         promotion_id,
-        lambda p: p["phase"] not in ("pending", "progressing"),
+        past_progressing,
         60,
         "the resumed promotion to end",
     )

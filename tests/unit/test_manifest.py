@@ -12,6 +12,7 @@ import pytest
 from sidecar.domain.artifact import ArtifactRef
 from sidecar.domain.manifest import ReleaseManifest, manifest_schema
 from sidecar.errors import ManifestError, Problem
+from tests.support.edit import DELETE, edited
 
 DIGEST = "sha256:" + "ab" * 32
 TRACEPARENT = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
@@ -55,20 +56,7 @@ def valid_manifest() -> dict[str, Any]:
 
 def with_change(path: str, value: Any) -> dict[str, Any]:
     """The valid manifest with ``path`` (dots, [i] for list items) set, or deleted for DELETE."""
-    data = valid_manifest()
-    parts = path.replace("[", ".").replace("]", "").split(".")
-    target: Any = data
-    for part in parts[:-1]:
-        target = target[int(part)] if part.isdigit() else target[part]
-    last: Any = int(parts[-1]) if parts[-1].isdigit() else parts[-1]
-    if value is DELETE:
-        del target[last]
-    else:
-        target[last] = value
-    return data
-
-
-DELETE = object()
+    return edited(valid_manifest(), path, value)
 
 
 def problems_of(data: Any) -> list[Problem]:

@@ -18,6 +18,7 @@ from sidecar.domain.policy import (
     parse_policy_text,
 )
 from sidecar.errors import PolicyError, Problem
+from tests.support.edit import DELETE, edited
 
 SOURCE = "policy.yaml"
 
@@ -234,20 +235,9 @@ def test_bad_duration_in_policy_names_path(path: str, value: Any, expected_path:
 
 def changed(path: str, value: Any) -> dict[str, Any]:
     """The valid policy with dotted ``path`` (list indexes as numbers) set or deleted."""
-    data = valid_policy()
-    parts = path.split(".")
-    target: Any = data
-    for part in parts[:-1]:
-        target = target[int(part)] if part.isdigit() else target[part]
-    last: Any = int(parts[-1]) if parts[-1].isdigit() else parts[-1]
-    if value is DELETE:
-        del target[last]
-    else:
-        target[last] = value
-    return data
+    return edited(valid_policy(), path, value)
 
 
-DELETE = object()
 GATE = "stages.1.gates.slo.0"
 STEPS = "stages.1.strategy.canary.steps"
 RATIO_GATE = "stages.0.gates.slo.0"
