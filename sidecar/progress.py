@@ -172,7 +172,10 @@ class ProgressView:
         gates = Table(expand=False, box=None, header_style="bold", pad_edge=False)
         columns = ["gate", "result", "value vs threshold", "baseline", "classification"]
         with_evidence = any(g.get("e_value") is not None for g in self.gates)
-        for column in [*columns, "e-value"] if with_evidence else columns:
+        with_clearance = any(g.get("clearance") is not None for g in self.gates)
+        columns += ["e-value"] if with_evidence else []
+        columns += ["clearance"] if with_clearance else []
+        for column in columns:
             gates.add_column(column)
         for gate in self.gates:
             hard = " (hard)" if gate.get("hard") else ""
@@ -183,6 +186,7 @@ class ProgressView:
                 _number(gate.get("baseline")),
                 str(gate.get("classification") or ""),
                 *([_number(gate.get("e_value"))] if with_evidence else []),
+                *([_number(gate.get("clearance"))] if with_clearance else []),
                 style=_gate_style(gate),
             )
         parts: list[RenderableType] = [summary]

@@ -30,8 +30,10 @@ from sidecar.analysis.queries import render
 from sidecar.domain.measurement import Measurement, MeasurementKind
 from sidecar.domain.policy import SloGate
 from sidecar.errors import QueryError
+from sidecar.telemetry.logging import get_logger
 
 Identity = Mapping[str, str]
+_log = get_logger("analysis")
 _RECENT_LIMIT = 64
 
 
@@ -55,9 +57,22 @@ class Analyzer:
     _recent: dict[str, list[GateResult]] = field(default_factory=dict)
     _step: dict[str, StepCounts] = field(default_factory=dict)
 
+    def evidence(self) -> dict[str, Any]:
+        """The sequential tests' counts so far, as JSON, to be saved with the promotion."""
+        return {name: counts.to_json() for name, counts in self._step.items()}
+
+    def restore(self, saved: Mapping[str, Any]) -> None:
+        """Resume from :meth:`evidence`; counts that cannot be read start over (which only
+        makes the tests more cautious), and the log says so."""
+        try:
+            self._step = {name: StepCounts.from_json(data) for name, data in saved.items()}
+        except (AttributeError, TypeError, ValueError, KeyError) as problem:
+            _log.warning("stored evidence unreadable, the sequential tests start over: %s", problem)
+            self._step = {}
+
     def new_step(self) -> None:
-        """Counts for sequential tests start again with each step (a new traffic share)."""
-        self._step.clear()
+        """Each step's counts are kept apart (a new traffic share), and carried over."""
+        self._step = {name: counts.next_step() for name, counts in self._step.items()}
 
     async def evaluate(
         self, candidate: Identity, baseline: Identity | None, parent: Any = None

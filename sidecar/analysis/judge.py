@@ -14,12 +14,12 @@ can be table-tested. The rules:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
-from sidecar.analysis.sequential import sequential_test
+from sidecar.analysis.sequential import Counts, clearance_test, sequential_test
 from sidecar.domain.measurement import Measurement, MeasurementKind
 from sidecar.domain.policy import Analysis, SloGate, Stage
 
@@ -58,14 +58,20 @@ class Evidence:
 
 @dataclass(frozen=True)
 class StepCounts:
-    """Bad and total events on each side since the current step began, and the single
-    evaluation window that put the most excess bad events on the candidate."""
+    """Bad and total events on each side since the current step began, the single
+    evaluation window that put the most excess bad events on the candidate, and the
+    counts of the release's earlier steps (evidence carries over)."""
 
     candidate_bad: float = 0.0
     candidate_total: float = 0.0
     baseline_bad: float = 0.0
     baseline_total: float = 0.0
-    worst: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    worst: Counts = (0.0, 0.0, 0.0, 0.0)
+    earlier: tuple[StepCounts, ...] = ()
+
+    @property
+    def counts(self) -> Counts:
+        return (self.candidate_bad, self.candidate_total, self.baseline_bad, self.baseline_total)
 
     def plus(
         self, cand_bad: float, cand_total: float, base_bad: float, base_total: float
@@ -77,7 +83,26 @@ class StepCounts:
             self.baseline_bad + base_bad,
             self.baseline_total + base_total,
             max(self.worst, window, key=_excess),
+            self.earlier,
         )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "counts": list(self.counts),
+            "worst": list(self.worst),
+            "earlier": [step.to_json() for step in self.earlier],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StepCounts:
+        """The inverse of :meth:`to_json`; raises ValueError on anything else."""
+        counts, worst = _four(data["counts"]), _four(data["worst"])
+        earlier = tuple(cls.from_json(step) for step in data.get("earlier", ()))
+        return cls(*counts, worst=worst, earlier=earlier)
+
+    def next_step(self) -> StepCounts:
+        """Empty counts for the next step, with this one's kept as earlier evidence."""
+        return StepCounts(earlier=(*self.earlier, replace(self, earlier=())))
 
     def without_worst(self) -> StepCounts:
         """The step with its worst window left out: what a regression must show *beyond*
@@ -91,7 +116,24 @@ class StepCounts:
         )
 
 
-def _excess(window: tuple[float, float, float, float]) -> float:
+def _four(values: Any) -> Counts:
+    """A list of four finite non-negative numbers as counts; ValueError for anything else
+    (a string of four digits or numbers written as strings are not counts)."""
+    problem = ValueError(f"expected four non-negative counts, got {values!r}")
+    if not isinstance(values, list | tuple) or len(values) != 4:
+        raise problem
+    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in values):
+        raise problem
+    try:
+        numbers = tuple(float(v) for v in values)
+    except OverflowError:  # an integer too large for a float
+        raise problem from None
+    if any(not math.isfinite(n) or n < 0 for n in numbers):
+        raise problem
+    return numbers[0], numbers[1], numbers[2], numbers[3]
+
+
+def _excess(window: Counts) -> float:
     """Bad events on the candidate beyond its traffic share of the window's bad events."""
     c_bad, c_total, b_bad, b_total = window
     requests = c_total + b_total
@@ -113,6 +155,8 @@ class GateVerdict:
     requests: float | None = None
     e_value: float | None = None  # sequential gates: the evidence of a regression
     e_threshold: float | None = None  # sequential gates: 1/alpha, where it confirms
+    clearance: float | None = None  # gates with `detect`: the evidence that it is ruled out
+    cleared: bool | None = None  # gates with `detect`: whether the step may pass yet
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,6 +179,17 @@ class StepVerdict:
             Decision.PASS: list(self.gates),
         }[self.decision]
         return "; ".join(g.reason for g in deciding) or "no gates"
+
+    @property
+    def cleared(self) -> bool:
+        """Whether every gate with ``detect`` has ruled its regression out: a step that
+        has run its time passes only then."""
+        return all(g.cleared is not False for g in self.gates)
+
+    @property
+    def uncleared(self) -> str:
+        """Why the step may not pass yet, from the gates that have not cleared."""
+        return "; ".join(g.reason for g in self.gates if g.cleared is False)
 
 
 class Judge(Protocol):
@@ -159,21 +214,24 @@ class SequentialJudge:
     """Confirms a regression only when the anytime-valid test says so (see sequential.py).
 
     Each evaluation's own window is still judged against the gate's bounds: a window
-    beyond them is a transient breach until the test confirms it. The test leaves out the
-    step's single worst window, so one bad interval (a blip) never confirms a regression
-    by itself. Hard guards act at once. Without baseline traffic (e.g. after a blue-green
-    switch) it falls back to ``confirm`` breaches in a row.
+    beyond them is a transient breach until the test confirms it. The test runs on the
+    release's counts, step by step, and leaves out each step's single worst window, so
+    one bad interval (a blip) never confirms a regression by itself. Hard guards act at
+    once. Without baseline traffic (e.g. after a blue-green switch) it falls back to
+    ``confirm`` breaches in a row. A gate with ``detect`` also reports whether the
+    clearance test has ruled that regression out yet.
     """
 
     alpha: float
     confirm: int = 3
+    power: float = 0.95
 
     def judge(self, gate: SloGate, evidence: Evidence, recent: Sequence[GateResult]) -> GateVerdict:
         window = judge_threshold(gate, evidence, recent, self.confirm)
         step = evidence.step
         if window.result is GateResult.UNAVAILABLE or window.hard or step is None:
             return window
-        verdict = self._test(gate, window, step.without_worst())
+        verdict = self._test(gate, window, step)
         if verdict.result is GateResult.PASS and step.candidate_total < gate.min_step_requests:
             return replace(
                 verdict,
@@ -183,17 +241,18 @@ class SequentialJudge:
             )
         return verdict
 
-    def _test(self, gate: SloGate, window: GateVerdict, counts: StepCounts) -> GateVerdict:
+    def _test(self, gate: SloGate, window: GateVerdict, step: StepCounts) -> GateVerdict:
         """The window's verdict, with persistence decided by the sequential test."""
-        if counts.baseline_total <= 0 or counts.candidate_total <= 0:
-            return window  # nothing to compare with yet: bounds and `confirm` decide
+        release = [*step.earlier, step]
+        current = step.without_worst()
+        if current.baseline_total <= 0 or current.candidate_total <= 0:
+            # nothing to compare with yet: bounds and `confirm` decide. Clearance still
+            # counts (all windows count for it): one window must not pass a step unchecked.
+            if window.result is GateResult.BREACH:
+                return window
+            return self._clearance(gate, window, release)
         test = sequential_test(
-            counts.candidate_bad,
-            counts.candidate_total,
-            counts.baseline_bad,
-            counts.baseline_total,
-            margin=gate.margin,
-            alpha=self.alpha,
+            [s.without_worst().counts for s in release], margin=gate.margin, alpha=self.alpha
         )
         numbers = (
             f"e-value {test.e_value:.3g} vs {test.threshold:.3g}; candidate took "
@@ -213,7 +272,35 @@ class SequentialJudge:
                 classification=Classification.TRANSIENT,
                 reason=f"{window.reason}; not confirmed: {numbers}",
             )
-        return tested
+        return self._clearance(gate, tested, release)
+
+    def _clearance(
+        self, gate: SloGate, verdict: GateVerdict, release: Sequence[StepCounts]
+    ) -> GateVerdict:
+        """``verdict`` with whether the release's counts rule out a ``detect`` times
+        regression yet; unchanged without ``detect`` or without traffic on both sides."""
+        step = release[-1]
+        if gate.detect is None or step.baseline_total <= 0 or step.candidate_total <= 0:
+            return verdict
+        clearance = clearance_test(
+            [s.counts for s in release],
+            detect=gate.detect,
+            power=self.power,
+            floor=gate.detect_floor,
+        )
+        regression = f"a {gate.detect:g}x regression" + (
+            f" above {gate.detect_floor:g}" if gate.detect_floor is not None else ""
+        )
+        note = (
+            f"{regression} ruled out" if clearance.confirmed else f"{regression} not yet ruled out"
+        )
+        return replace(
+            verdict,
+            clearance=clearance.e_value,
+            cleared=clearance.confirmed,
+            reason=f"{verdict.reason}; {note} (clearance {clearance.e_value:.3g} "
+            f"of {clearance.threshold:.3g})",
+        )
 
 
 @dataclass(frozen=True)
@@ -229,15 +316,13 @@ class PolicyJudge:
 
 
 def build_judge(stage: Stage, analysis: Analysis) -> PolicyJudge:
-    """The stage's judge. ``alpha`` is split evenly over its sequential gates and its steps
-    (each step starts a new test), so the chance of any false rollback in a release stays
-    within ``alpha``."""
+    """The stage's judge. ``alpha`` is split evenly over its sequential gates (each gate's
+    test runs over the whole release), so the chance of any false rollback in a release
+    stays within ``alpha``."""
     sequential = sum(1 for gate in stage.gates.slo if gate.judge == "sequential")
-    canary = stage.strategy.canary
-    steps = len(canary.steps) if canary is not None else 2  # blue-green: preview, post
     return PolicyJudge(
         ThresholdJudge(analysis.confirm),
-        SequentialJudge(analysis.alpha / max(1, sequential * steps), analysis.confirm),
+        SequentialJudge(analysis.alpha / max(1, sequential), analysis.confirm, analysis.power),
     )
 
 
@@ -400,9 +485,7 @@ def ratio_evidence(bad: float, total: float, min_requests: int) -> Measurement:
     return Measurement.of(bad / total)
 
 
-def ratio_window(
-    gate: SloGate, window: tuple[float, float, float, float], step: StepCounts
-) -> Evidence:
+def ratio_window(gate: SloGate, window: Counts, step: StepCounts) -> Evidence:
     """A ratio gate's evidence for one judged window (candidate bad and total, baseline bad
     and total): both sides' ratios and the step's counts so far."""
     cand_bad, cand_n, base_bad, base_n = window

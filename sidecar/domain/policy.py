@@ -69,7 +69,14 @@ class Analysis(_Model):
         gt=0,
         lt=1,
         description="sequential gates: the chance of a false rollback per release, split "
-        "across the step's sequential gates and the strategy's steps",
+        "across the stage's sequential gates (evidence carries over from step to step)",
+    )
+    power: float = Field(
+        default=0.95,
+        gt=0,
+        lt=1,
+        description="sequential gates with `detect`: the chance that a regression that large "
+        "is stopped before its step passes",
     )
     max_provider_hold: Duration = Field(
         default=300.0,
@@ -168,6 +175,22 @@ class SloGate(_Model):
         ge=1,
         description="sequential: candidate requests a step needs before it may pass",
     )
+    detect: float | None = Field(
+        default=None,
+        gt=1.0,
+        description="sequential: a step passes only once the evidence rules out a regression "
+        "this many times the baseline (2 = twice as many bad events), with the analysis' "
+        "`power`; until then the step waits",
+    )
+    detect_floor: float | None = Field(
+        default=None,
+        alias="detectFloor",
+        gt=0,
+        lt=1,
+        description="sequential with `detect`: a step may also pass once the candidate's "
+        "ratio is shown to be below this (for near-spotless baselines, where twice the "
+        "baseline says little)",
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> SloGate:
@@ -179,6 +202,15 @@ class SloGate(_Model):
             raise ValueError("min makes no sense for a bad/total ratio; use max")
         if self.judge == "sequential" and self.ratio is None:
             raise ValueError("the sequential judge needs counts: give ratio (bad/total)")
+        if self.detect_floor is not None and self.detect is None:
+            raise ValueError("detectFloor needs detect: set detect (e.g. 2) as well")
+        if self.detect is not None and self.judge != "sequential":
+            raise ValueError("detect needs the sequential judge: set judge: sequential")
+        if self.detect is not None and self.detect <= 1.0 + self.margin:
+            raise ValueError(
+                f"detect ({self.detect:g}) must exceed 1 + margin ({1.0 + self.margin:g}): "
+                "a step cannot rule out a regression it is allowed to have"
+            )
         for template in self.templates():
             unknown = placeholders(template) - KNOWN_PLACEHOLDERS
             if unknown:

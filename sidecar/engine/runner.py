@@ -20,6 +20,8 @@ from sidecar.telemetry.tracing import promotion_parent
 
 _log = get_logger("decision")
 
+EVIDENCE = "evidence"  # Promotion.extra key: the analyzer's counts, per gate
+
 _FINAL_PHASE = {
     ActionKind.PROMOTE: Phase.PROMOTED,
     ActionKind.ROLLBACK: Phase.ROLLED_BACK,
@@ -46,6 +48,7 @@ class PromotionRunner:
             self.stage.gates.slo,
             self.ctx.tracer,
         )
+        self.analyzer.restore(self.promotion.extra.get(EVIDENCE) or {})
 
     async def begin(self) -> None:
         """Take the first step (await approval, or move traffic) if not taken yet."""
@@ -131,10 +134,12 @@ class PromotionRunner:
             "reason": action.reason,
         }
         kind = action.kind
-        if kind in (ActionKind.WAIT, ActionKind.HOLD):
-            return await self.ctx.move(promotion, event="verdict", data=data)
         if kind in (ActionKind.SET_WEIGHT, ActionKind.SWITCH):
             self.analyzer.new_step()
+        # the sequential tests' counts travel with the promotion, so a restart resumes them
+        promotion = promotion.evolve(extra={**promotion.extra, EVIDENCE: self.analyzer.evidence()})
+        if kind in (ActionKind.WAIT, ActionKind.HOLD):
+            return await self.ctx.move(promotion, event="verdict", data=data)
         if kind is ActionKind.SET_WEIGHT:
             return await self.ctx.move(
                 promotion,

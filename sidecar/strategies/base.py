@@ -111,3 +111,24 @@ def guard(
 def step_elapsed(promotion: Promotion, duration: float, now: float) -> bool:
     started = promotion.step_started_at
     return started is not None and now - started >= duration
+
+
+def awaiting_clearance(
+    promotion: Promotion, verdict: StepVerdict, duration: float, analysis: Analysis, now: float
+) -> Action | None:
+    """A step that has run its ``duration`` but whose gates have not yet ruled out the
+    regression they must (``detect``) keeps going; after ``noDataTimeout`` more it stops
+    as inconclusive. None when the step may pass."""
+    if verdict.cleared:
+        return None
+    started = promotion.step_started_at if promotion.step_started_at is not None else now
+    waited = now - (started + duration)
+    if waited >= analysis.no_data_timeout:
+        return Action(
+            ActionKind.INCONCLUSIVE,
+            reason=f"insufficient evidence {waited:.0f}s after the step's time "
+            f"(limit {analysis.no_data_timeout:g}s): {verdict.uncleared}",
+        )
+    return Action(
+        ActionKind.WAIT, reason=f"step time done; waiting for evidence: {verdict.uncleared}"
+    )

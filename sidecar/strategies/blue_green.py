@@ -11,7 +11,13 @@ from dataclasses import dataclass
 from sidecar.analysis.judge import StepVerdict
 from sidecar.domain.policy import Analysis, BlueGreen
 from sidecar.domain.promotion import Phase, Promotion
-from sidecar.strategies.base import Action, ActionKind, guard, step_elapsed
+from sidecar.strategies.base import (
+    Action,
+    ActionKind,
+    awaiting_clearance,
+    guard,
+    step_elapsed,
+)
 
 
 @dataclass(frozen=True)
@@ -31,19 +37,23 @@ class BlueGreenStrategy:
         guarded = guard(promotion, verdict, self.analysis, now)
         if guarded is not None:
             return guarded
-        if promotion.phase is Phase.POST_PROMOTION:
-            if step_elapsed(promotion, self.spec.post_promotion, now):
-                return Action(
-                    ActionKind.PROMOTE,
-                    weight=100,
-                    reason=f"post-promotion analysis passed: {verdict.reason}",
-                )
-            return Action(ActionKind.WAIT, reason="post-promotion analysis in progress")
-        if step_elapsed(promotion, self.spec.preview, now):
+        post = promotion.phase is Phase.POST_PROMOTION
+        duration = self.spec.post_promotion if post else self.spec.preview
+        if not step_elapsed(promotion, duration, now):
+            phase = "post-promotion" if post else "preview"
+            return Action(ActionKind.WAIT, reason=f"{phase} analysis in progress")
+        waiting = awaiting_clearance(promotion, verdict, duration, self.analysis, now)
+        if waiting is not None:
+            return waiting
+        if post:
             return Action(
-                ActionKind.SWITCH,
+                ActionKind.PROMOTE,
                 weight=100,
-                step_index=1,
-                reason=f"preview analysis passed: {verdict.reason}",
+                reason=f"post-promotion analysis passed: {verdict.reason}",
             )
-        return Action(ActionKind.WAIT, reason="preview analysis in progress")
+        return Action(
+            ActionKind.SWITCH,
+            weight=100,
+            step_index=1,
+            reason=f"preview analysis passed: {verdict.reason}",
+        )

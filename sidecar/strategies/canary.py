@@ -7,7 +7,13 @@ from dataclasses import dataclass
 from sidecar.analysis.judge import StepVerdict
 from sidecar.domain.policy import Analysis, Canary
 from sidecar.domain.promotion import Promotion
-from sidecar.strategies.base import Action, ActionKind, guard, step_elapsed
+from sidecar.strategies.base import (
+    Action,
+    ActionKind,
+    awaiting_clearance,
+    guard,
+    step_elapsed,
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,11 @@ class CanaryStrategy:
             return guarded
         if not step_elapsed(promotion, self.spec.step_duration, now):
             return Action(ActionKind.WAIT, reason="step in progress; gates pass")
+        waiting = awaiting_clearance(
+            promotion, verdict, self.spec.step_duration, self.analysis, now
+        )
+        if waiting is not None:
+            return waiting
         following = promotion.step_index + 1
         if following >= len(self.spec.steps) or self.spec.steps[promotion.step_index] >= 100:
             return Action(

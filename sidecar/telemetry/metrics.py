@@ -62,6 +62,13 @@ class PrometheusRecorder:
             [*_SS, "gate"],
             registry=r,
         )
+        self.gate_clearance = Gauge(
+            "promgate_gate_clearance",
+            "Sequential gates with detect: the e-value that the regression is ruled out "
+            "(the step may pass at 1/(1-power))",
+            [*_SS, "gate"],
+            registry=r,
+        )
         self.gate_threshold = Gauge(
             "promgate_gate_threshold",
             "Bound the gate's value was judged against",
@@ -149,6 +156,8 @@ class PrometheusRecorder:
             self.gate_threshold.labels(*ss, gate.gate).set(gate.threshold)
         if gate.e_value is not None:
             self.gate_e_value.labels(*ss, gate.gate).set(gate.e_value)
+        if gate.clearance is not None:
+            self.gate_clearance.labels(*ss, gate.gate).set(gate.clearance)
         classification = gate.classification.value if gate.classification else "none"
         self.gate_evaluations.labels(*ss, gate.gate, gate.result.value, classification).inc()
 

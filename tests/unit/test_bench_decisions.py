@@ -100,7 +100,20 @@ def _tiny(**arrays: np.ndarray) -> Streams:
         "missing": np.zeros(shape, dtype=bool),
         "expected_bad": np.full(shape, 15.0),
     } | arrays
-    return Streams(Scenario("t", "t", "aa"), **values)
+    blocks = {k: v.reshape(1, len(WORLD.steps), WORLD.per_step) for k, v in values.items()}
+    return Streams(Scenario("t", "t", "aa"), blocks)
+
+
+def test_peers_see_the_fixed_clock_promgate_the_whole_block() -> None:
+    """Each step is a block of evaluations; the peers' view is its first stepDuration."""
+    st = streams(Scenario("aa", "aa", "aa"), runs=3)
+    assert st.block == WORLD.block(True) > WORLD.per_step
+    assert st.blocks["cand_total"].shape == (3, len(WORLD.steps), st.block)
+    assert st.cand_total.shape == (3, WORLD.evaluations)
+    second = st.blocks["cand_errors"][:, 1, : WORLD.per_step]
+    assert np.array_equal(st.cand_errors[:, WORLD.per_step : 2 * WORLD.per_step], second)
+    fixed = simulate(Scenario("aa", "aa", "aa"), 3, seed_for(1, "aa"), budget=False)
+    assert fixed.block == WORLD.per_step
 
 
 def test_peer_rules_follow_peers_md() -> None:
@@ -144,8 +157,9 @@ def test_calibration_keeps_the_rollback_rate_within_the_target() -> None:
 
 def test_promgate_adapter_drives_the_product_judge(monkeypatch: pytest.MonkeyPatch) -> None:
     judge = PromgateJudge(WORLD)
-    assert judge.alpha == pytest.approx(0.01 / (2 * len(WORLD.steps)))  # split as build_judge
+    assert judge.alpha == pytest.approx(0.01 / 2)  # split over the gates, as build_judge
     assert [g.judge for g in judge.gates] == ["sequential", "sequential"]
+    assert [g.detect for g in judge.gates] == [2.0, 2.0]
     calls = []
     original = SequentialJudge.judge
 
@@ -155,23 +169,35 @@ def test_promgate_adapter_drives_the_product_judge(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(SequentialJudge, "judge", counting)
     st = streams(Scenario("aa", "aa", "aa"), runs=2)
-    judge.run(st)
-    assert len(calls) == 2 * 2 * WORLD.evaluations and set(calls) == {judge.alpha}
+    outcome = judge.run(st)
+    evaluations = round(float(outcome.end_s.sum()) / WORLD.interval_s)
+    assert len(calls) == 2 * evaluations and set(calls) == {judge.alpha}
 
 
 def test_promgate_outcome_depends_on_the_product_alpha() -> None:
     st = streams(Scenario("err-1.5x", "1.5x", "regression", error_x=1.5), runs=40, seed=5)
-    strict = PromgateJudge(WORLD, alpha=1e-6).run(st).rollback_at
-    loose = PromgateJudge(WORLD, alpha=0.5).run(st).rollback_at
-    assert np.mean(loose >= 0) > np.mean(strict >= 0)
-    caught = (loose >= 0) & (strict >= 0)
+    strict = PromgateJudge(WORLD, alpha=1e-6).run(st).detect_s
+    loose = PromgateJudge(WORLD, alpha=0.5).run(st).detect_s
+    assert np.mean(np.isfinite(loose)) > np.mean(np.isfinite(strict))
+    caught = np.isfinite(loose) & np.isfinite(strict)
     assert np.all(loose[caught] <= strict[caught])
 
 
 def test_promgate_rolls_back_a_10x_regression_fast_and_waits_out_gaps() -> None:
     bad = streams(Scenario("err-10x", "10x", "regression", error_x=10.0), runs=10)
-    at = PromgateJudge(WORLD).run(bad).rollback_at
-    assert np.all((at >= 0) & (at < 5))
+    outcome = PromgateJudge(WORLD).run(bad)
+    assert np.all(outcome.detect_s <= 5 * WORLD.interval_s) and np.all(outcome.first_step)
     gappy = streams(replace(Scenario("aa", "aa", "aa"), gap_rate=0.05), runs=10)
     outcome = PromgateJudge(WORLD).run(gappy)
-    assert np.all(outcome.rollback_at == -1) and np.all(outcome.inconclusive_at == -1)
+    assert np.all(np.isinf(outcome.detect_s)) and not outcome.inconclusive.any()
+
+
+def test_promgate_steps_wait_for_evidence_only_with_detect() -> None:
+    """With ``detect`` a step that cannot yet rule out the regression goes on past its
+    stepDuration (the product's strategy decides); without it steps keep their length."""
+    regression = streams(Scenario("err-1.5x", "1.5x", "regression", error_x=1.5), runs=30)
+    waiting = PromgateJudge(WORLD).run(regression)
+    fixed = PromgateJudge(WORLD, detect=None).run(regression)
+    assert waiting.extended.sum() > 0 and np.max(waiting.end_s) > WORLD.budget_s
+    assert np.all(fixed.end_s <= WORLD.budget_s + WORLD.interval_s * WORLD.per_step)
+    assert waiting.first_step.sum() > fixed.first_step.sum()  # the 10% step waited for it

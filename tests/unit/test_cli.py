@@ -565,15 +565,17 @@ def test_plain_progress_reports_a_hold_and_its_end() -> None:
 
 
 def test_panel_shows_e_values_of_sequential_gates() -> None:
-    """Sequential gates carry an e-value, and the panel shows it beside the classification."""
+    """Sequential gates carry an e-value (and, with detect, a clearance), and the panel
+    shows them beside the classification."""
     view = ProgressView(
         {"id": "p1", "phase": "progressing", "weight": 10, "step_index": 0, "service": "demo",
          "stage": "prod", "version": "1.1.0", "artifact": "r@sha256:" + "a" * 64},
     )  # fmt: skip
     view.apply({"kind": "verdict", "data": {"decision": "wait", "gates": [
         {"gate": "errors", "result": "breach", "value": 0.3, "threshold": 0.05,
-         "classification": "transient", "e_value": 12.5}]}})  # fmt: skip
+         "classification": "transient", "e_value": 12.5, "clearance": 0.125}]}})  # fmt: skip
     console = Console(file=io.StringIO(), width=120)
     console.print(view.render())
     screen = console.file.getvalue()  # type: ignore[attr-defined]
     assert "e-value" in screen and "12.5" in screen
+    assert "clearance" in screen and "0.125" in screen

@@ -15,6 +15,7 @@ import json
 import math
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,8 @@ REQUIRED_METRICS = {
     "promgate_step_index",
     "promgate_gate_value",
     "promgate_gate_threshold",
+    "promgate_gate_e_value",
+    "promgate_gate_clearance",
     "promgate_gate_evaluations_total",
     "promgate_step_decisions_total",
     "promgate_rollbacks_total",
@@ -158,9 +161,11 @@ def test_panels_cover_what_promgate_exports() -> None:
     missing = {name for name in REQUIRED_METRICS if name not in exprs}
     assert missing == set()
     repeated = [panel for panel in _panels() if panel.get("repeat")]
-    assert [panel["repeat"] for panel in repeated] == ["gate"]
+    assert [panel["repeat"] for panel in repeated] == ["gate", "gate"]  # values, evidence
     legends = [target["legendFormat"] for target in repeated[0]["targets"]]
     assert any("threshold" in legend for legend in legends), "threshold must be its own series"
+    evidence = [target["legendFormat"] for target in repeated[1]["targets"]]
+    assert any("e-value" in e for e in evidence) and any("clearance" in e for e in evidence)
 
 
 def test_transient_and_persistent_breaches_are_coloured_apart() -> None:
@@ -256,7 +261,12 @@ async def _live_promotion(
             if tick % 7 == 3
             else _gate("slow-ratio", GateResult.PASS, value=0.02)
         )
-        verdict: StepVerdict = decide([_gate("error-ratio", GateResult.PASS, value=0.004), slow])
+        errors = replace(
+            _gate("error-ratio", GateResult.PASS, value=0.004),
+            e_value=0.5 + tick % 3,
+            clearance=2.0**tick,
+        )
+        verdict: StepVerdict = decide([errors, slow])
         recorder.gate_verdicts(promotion, verdict)
         recorder.decision_latency(promotion, 0.01 + (tick % 5) * 0.02)
         recorder.actuation(promotion, ok=True)

@@ -2,30 +2,35 @@
 
 Judging on real Prometheus data is covered end to end in tests/e2e; here the subject is
 what the engine does with state: first releases, approvals, timeouts, aborts, refusals,
-and resuming after a restart without repeating an actuation.
+and resuming after a restart without repeating an actuation or starting the sequential
+tests over (the one place here that reads a real Prometheus, for counts to save).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from sidecar.analysis.prometheus import NullMetricsSource
-from sidecar.domain.promotion import Phase, Promotion
+from sidecar.analysis.judge import StepCounts
+from sidecar.analysis.prometheus import MetricsSource, NullMetricsSource, PrometheusSource
+from sidecar.domain.promotion import Phase, Promotion, PromotionEvent
 from sidecar.engine.clock import Clock, SystemClock
 from sidecar.engine.context import EngineContext
 from sidecar.engine.controller import Controller
+from sidecar.engine.runner import EVIDENCE, PromotionRunner
 from sidecar.errors import ActuationError, MetadataGateError, NotFoundError, StageOrderError
 from sidecar.ledger.memory import MemoryLedger
 from sidecar.localrun import wait_until
 from sidecar.telemetry.metrics import PrometheusRecorder
 from sidecar.testing import FakeClock, RecordingActuator
+from tests.conftest import PrometheusFactory
 from tests.support.manifests import manifest
 from tests.support.policies import policy
+from tests.support.processes import wait_for_value
 
 
 def release(digest_char: str, version: str, **changes: Any) -> dict[str, Any]:
@@ -33,14 +38,14 @@ def release(digest_char: str, version: str, **changes: Any) -> dict[str, Any]:
 
 
 def build(
-    ledger: MemoryLedger, clock: Clock, **policy_options: Any
+    ledger: MemoryLedger, clock: Clock, source: MetricsSource | None = None, **policy_options: Any
 ) -> tuple[Controller, RecordingActuator]:
     actuator = RecordingActuator()
     ctx = EngineContext(
         policy=policy(**policy_options),
         ledger=ledger,
         actuator=actuator,
-        source=NullMetricsSource(),
+        source=source or NullMetricsSource(),
         recorder=PrometheusRecorder(),
         tracer=TracerProvider().get_tracer("test"),
         clock=clock,
@@ -269,3 +274,119 @@ async def test_stage_rollback_goes_back_one_digest_and_survives_restart() -> Non
     assert fresh.applied == []
     assert [b.digest for b in fresh.restored[0].backends] == [v1.artifact.digest]
     await restarted.stop()
+
+
+SAVED = {
+    "errors": StepCounts(2, 1000, 8, 4000, worst=(1, 100, 4, 400))
+    .next_step()
+    .plus(1, 500, 4, 2000)
+    .to_json()
+}
+
+
+@pytest.mark.parametrize(
+    ("stored", "restored"),
+    [
+        pytest.param(SAVED, SAVED, id="stored-counts"),
+        pytest.param(None, {}, id="none-stored"),
+        pytest.param({"errors": {"counts": [1, 2]}}, {}, id="unreadable"),
+        pytest.param(["errors"], {}, id="not-a-mapping"),
+    ],
+)
+async def test_runner_resumes_the_stored_evidence(stored: Any, restored: dict[str, Any]) -> None:
+    """A runner built from a stored promotion goes on with the counts it carries; without
+    readable counts it starts over rather than failing."""
+    ledger = MemoryLedger()
+    stopped = await canary_stopped_at_first_step(ledger)
+    extra = {**stopped.extra, EVIDENCE: stored} if stored is not None else stopped.extra
+    await ledger.save(stopped.evolve(extra=extra))
+    controller, _ = build(ledger, SystemClock(), interval="1m")
+    runner = PromotionRunner(controller.ctx, await ledger.get(stopped.id))
+    assert runner.analyzer.evidence() == restored
+
+
+TIMED_GATE = {
+    "name": "errors",
+    "ratio": {"bad": "time() * 10", "total": "time() * 1000"},  # 1% bad, 1000 per second
+    "max": 0.05,
+    "judge": "sequential",
+}
+
+
+def judged_requests(events: Sequence[PromotionEvent]) -> list[float]:
+    """The candidate requests of every window the gate judged (a window without a value
+    was not counted: a first reading, or too few requests)."""
+    return [
+        gate["requests"]
+        for event in events
+        for gate in event.data.get("gates", [])
+        if gate["gate"] == "errors" and gate["value"] is not None
+    ]
+
+
+async def test_evaluations_save_the_evidence_and_a_restart_resumes_it(
+    prometheus_factory: PrometheusFactory,
+) -> None:
+    """Each evaluation saves the sequential test's counts with the promotion (every window
+    a verdict judged, the first step's as an earlier step); an engine restarted mid-step
+    goes on from those counts instead of starting the test over.
+
+    The gate's counters are PromQL's ``time()`` scaled, so each evaluation on the real
+    Prometheus judges a fresh window of a few hundred requests on both sides.
+    """
+    _, base_url = await prometheus_factory({})
+    source = PrometheusSource(base_url, timeout_s=5.0, attempts=2, backoff_initial_s=0.05)
+    options: dict[str, Any] = {"interval": "500ms", "gate": TIMED_GATE, "step_duration": "3s"}
+    try:
+        await wait_for_value(source, "time()")
+        ledger = MemoryLedger()
+        controller, _ = build(ledger, SystemClock(), source=source, **options)
+        await controller.start()
+        await first_release(controller)
+        candidate = await controller.create(
+            release("b", "1.1.0"), "staging", upstream="http://127.0.0.1:9002"
+        )
+
+        async def second_step_counted() -> bool:
+            stored = (await ledger.get(candidate.id)).extra.get(EVIDENCE) or {}
+            if "errors" not in stored:
+                return False
+            step = StepCounts.from_json(stored["errors"])
+            return len(step.earlier) == 1 and step.candidate_total > 0
+
+        await wait_until(second_step_counted, 20, what="counts of the second step", interval_s=0.02)
+        await controller.stop()
+        stopped = await ledger.get(candidate.id)
+        assert (stopped.phase, stopped.step_index) == (Phase.PROGRESSING, 1), stopped.reason
+        saved = stopped.extra[EVIDENCE]
+        assert list(saved) == ["errors"]
+        before = StepCounts.from_json(saved["errors"])
+        [first_step] = before.earlier
+        assert first_step.candidate_total > 0 and first_step.baseline_total > 0
+        assert before.baseline_total > 0
+        judged = judged_requests(await ledger.events(candidate.id))
+        assert len(judged) >= 2
+        assert first_step.candidate_total + before.candidate_total == pytest.approx(sum(judged))
+
+        restarted, _ = build(ledger, SystemClock(), source=source, **options)
+        await restarted.start()
+
+        async def counted_again() -> bool:
+            return bool((await ledger.get(candidate.id)).extra.get(EVIDENCE) != saved)
+
+        # the first evaluation only starts the new analyzer's counters: the counts it saves
+        # are the restored ones, unchanged; the next one adds a window to them
+        await wait_until(counted_again, 10, what="a window counted after the restart")
+        await restarted.stop()
+        resumed = (await ledger.get(candidate.id)).extra[EVIDENCE]
+        assert list(resumed) == ["errors"]
+        after = StepCounts.from_json(resumed["errors"])
+        assert after.earlier == before.earlier
+        assert all(a >= b for a, b in zip(after.counts, before.counts, strict=True))
+        events = await ledger.events(candidate.id)
+        resumed_at = max(e.seq for e in events if e.kind == "resumed")
+        since = judged_requests([e for e in events if e.seq > resumed_at])
+        assert since, "no window judged after the restart"
+        assert after.candidate_total == pytest.approx(before.candidate_total + sum(since))
+    finally:
+        await source.close()

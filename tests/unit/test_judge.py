@@ -288,6 +288,8 @@ def test_verdict_carries_the_numbers() -> None:
         "requests": 400,
         "e_value": None,
         "e_threshold": None,
+        "clearance": None,
+        "cleared": None,
     }
 
 

@@ -241,6 +241,34 @@ def changed(path: str, value: Any) -> dict[str, Any]:
 GATE = "stages.1.gates.slo.0"
 STEPS = "stages.1.strategy.canary.steps"
 RATIO_GATE = "stages.0.gates.slo.0"
+SEQUENTIAL = {"name": "g", "ratio": {"bad": "a", "total": "b"}, "max": 0.05,
+              "judge": "sequential"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("gate", "power", "detect", "expected_power"),
+    [
+        pytest.param(SEQUENTIAL | {"detect": 2}, None, 2.0, 0.95, id="detect-default-power"),
+        pytest.param(SEQUENTIAL | {"detect": 1.5, "margin": 0.2}, 0.9, 1.5, 0.9,
+                     id="detect-above-1-plus-margin"),
+        pytest.param(SEQUENTIAL | {"detect": 1.01}, 0.5, 1.01, 0.5, id="detect-just-above-1"),
+        pytest.param(SEQUENTIAL, 0.99, None, 0.99, id="power-without-detect"),
+        pytest.param({"name": "g", "ratio": {"bad": "a", "total": "b"}, "max": 0.05}, None,
+                     None, 0.95, id="threshold-gate-no-detect"),
+    ],
+)  # fmt: skip
+def test_detect_and_power_parse(
+    gate: dict[str, Any], power: float | None, detect: float | None, expected_power: float
+) -> None:
+    """A sequential gate may ask for a regression to be ruled out (``detect``), with the
+    analysis' ``power`` (0.95 unless given)."""
+    data = changed(RATIO_GATE, gate)
+    if power is not None:
+        data["analysis"]["power"] = power
+    policy = parse_policy(data, SOURCE)
+    assert policy.stages[0].gates.slo[0].detect == detect
+    assert policy.analysis.power == expected_power
+    assert policy.analysis_for(policy.stages[0]).power == expected_power
 
 
 @pytest.mark.parametrize(
@@ -304,6 +332,27 @@ RATIO_GATE = "stages.0.gates.slo.0"
                      id="stage-name"),
         pytest.param("stages.0.colour", "blue", "stages[0].colour", "unknown field",
                      id="unknown-field"),
+        pytest.param(RATIO_GATE + ".detect", 2, "stages[0].gates.slo[0]",
+                     "detect needs the sequential judge: set judge: sequential",
+                     id="detect-without-sequential-judge"),
+        pytest.param(GATE, {"name": "g", "query": "up", "max": 1, "detect": 2},
+                     "stages[1].gates.slo[0]", "detect needs the sequential judge",
+                     id="detect-on-a-value-gate"),
+        pytest.param(RATIO_GATE, SEQUENTIAL | {"margin": 0.2, "detect": 1.2},
+                     "stages[0].gates.slo[0]",
+                     "detect (1.2) must exceed 1 + margin (1.2): a step cannot rule out",
+                     id="detect-at-1-plus-margin"),
+        pytest.param(RATIO_GATE, SEQUENTIAL | {"margin": 0.5, "detect": 1.3},
+                     "stages[0].gates.slo[0]", "detect (1.3) must exceed 1 + margin (1.5)",
+                     id="detect-below-1-plus-margin"),
+        pytest.param(RATIO_GATE, SEQUENTIAL | {"detect": 1}, "stages[0].gates.slo[0].detect",
+                     "greater than 1", id="detect-1"),
+        pytest.param(RATIO_GATE, SEQUENTIAL | {"detect": "twice"},
+                     "stages[0].gates.slo[0].detect", "valid number", id="detect-not-a-number"),
+        pytest.param("analysis.power", 0, "analysis.power", "greater than 0", id="power-0"),
+        pytest.param("analysis.power", 1, "analysis.power", "less than 1", id="power-1"),
+        pytest.param("stages.1.analysis.power", 1.5, "stages[1].analysis.power", "less than 1",
+                     id="stage-power-above-1"),
     ],
 )  # fmt: skip
 def test_model_problem_names_path_and_fix(

@@ -75,20 +75,40 @@ UNAVAILABLE = decide([gv(GateResult.UNAVAILABLE, Classification.TRANSIENT)])
 UNAVAILABLE_AND_NO_DATA = decide(
     [gv(GateResult.UNAVAILABLE, Classification.TRANSIENT), gv(GateResult.NO_DATA)]
 )
+UNCLEARED = decide(
+    [
+        gv(GateResult.PASS),
+        GateVerdict("e", GateResult.PASS, None, None, None, None, False,
+                    "e: 2x not yet ruled out", cleared=False),
+        GateVerdict("f", GateResult.PASS, None, None, None, None, False, "f: 2x ruled out",
+                    cleared=True),
+    ]
+)  # fmt: skip
+CLEARED = decide(
+    [GateVerdict("e", GateResult.PASS, None, None, None, None, False, "e: 2x ruled out",
+                 cleared=True)]
+)  # fmt: skip
 
 
 def test_verdict_fixtures_have_expected_decisions() -> None:
     """The step verdicts used below carry the decisions their names say."""
-    assert [v.decision for v in (PASS, NO_DATA, TRANSIENT, PERSISTENT, UNAVAILABLE)] == [
+    fixtures = (PASS, NO_DATA, TRANSIENT, PERSISTENT, UNAVAILABLE, UNCLEARED, CLEARED)
+    assert [v.decision for v in fixtures] == [
         Decision.PASS,
         Decision.WAIT,
         Decision.WAIT,
         Decision.ROLLBACK,
         Decision.HOLD,
+        Decision.PASS,
+        Decision.PASS,
     ]
+    assert [v.cleared for v in fixtures] == [True] * 5 + [False, True]
 
 
 STEP_IN_PROGRESS = Action(ActionKind.WAIT, reason="step in progress; gates pass")
+AWAITING = Action(
+    ActionKind.WAIT, reason="step time done; waiting for evidence: e: 2x not yet ruled out"
+)
 
 
 def test_canary_start_sets_first_weight() -> None:
@@ -141,6 +161,32 @@ def test_canary_start_sets_first_weight() -> None:
                      Action(ActionKind.ABORT,
                             reason="analysis unavailable for 300s (limit 300s): g: unavailable"),
                      id="abort-at-limit"),
+        pytest.param({}, UNCLEARED, T0 + 59, STEP_IN_PROGRESS,
+                     id="uncleared-step-not-elapsed-waits"),
+        pytest.param({}, UNCLEARED, T0 + 60, AWAITING, id="uncleared-elapsed-waits"),
+        pytest.param({}, UNCLEARED, T0 + 179, AWAITING, id="uncleared-below-timeout-waits"),
+        pytest.param({}, UNCLEARED, T0 + 180,
+                     Action(ActionKind.INCONCLUSIVE,
+                            reason="insufficient evidence 120s after the step's time "
+                            "(limit 120s): e: 2x not yet ruled out"),
+                     id="uncleared-at-timeout-inconclusive"),
+        pytest.param({"step_started_at": T0 + 30}, UNCLEARED, T0 + 209, AWAITING,
+                     id="uncleared-timeout-counts-from-the-steps-end"),
+        pytest.param({"step_started_at": T0 + 30}, UNCLEARED, T0 + 210,
+                     Action(ActionKind.INCONCLUSIVE,
+                            reason="insufficient evidence 120s after the step's time "
+                            "(limit 120s): e: 2x not yet ruled out"),
+                     id="uncleared-moved-step-inconclusive"),
+        pytest.param({"step_index": 2, "weight": 100}, UNCLEARED, T0 + 60, AWAITING,
+                     id="uncleared-never-promotes"),
+        pytest.param({}, CLEARED, T0 + 60,
+                     Action(ActionKind.SET_WEIGHT, weight=50, step_index=1,
+                            reason="step 1 of 3 passed: e: 2x ruled out"),
+                     id="cleared-advances"),
+        pytest.param({"step_index": 2, "weight": 100}, CLEARED, T0 + 60,
+                     Action(ActionKind.PROMOTE, weight=100,
+                            reason="all 3 steps passed: e: 2x ruled out"),
+                     id="cleared-promotes"),
     ],
 )  # fmt: skip
 def test_canary_next_action(
@@ -197,6 +243,35 @@ def test_no_data_waits_then_inconclusive_as_the_engine_tracks_it() -> None:
     assert actions == [ActionKind.WAIT, ActionKind.WAIT, ActionKind.WAIT, ActionKind.INCONCLUSIVE]
 
 
+POST = {"phase": Phase.POST_PROMOTION, "step_index": 1, "weight": 100}
+PREVIEW = {"strategy": "blue_green", "weight": 0}
+
+
+@pytest.mark.parametrize(
+    ("strategy", "state", "passed"),
+    [
+        pytest.param(CanaryStrategy(CANARY, ANALYSIS), {}, ActionKind.SET_WEIGHT, id="canary"),
+        pytest.param(BlueGreenStrategy(BLUE_GREEN, ANALYSIS), PREVIEW, ActionKind.SWITCH,
+                     id="blue-green-preview"),
+        pytest.param(BlueGreenStrategy(BLUE_GREEN, ANALYSIS), {**PREVIEW, **POST},
+                     ActionKind.PROMOTE, id="blue-green-post-promotion"),
+    ],
+)  # fmt: skip
+def test_a_step_waits_for_clearance_then_passes_as_the_engine_tracks_it(
+    strategy: CanaryStrategy | BlueGreenStrategy, state: dict[str, Any], passed: ActionKind
+) -> None:
+    """Past its time, a step whose gates have not ruled their regression out keeps
+    waiting (its start does not move: the evidence is there, it is just not enough yet),
+    and passes as soon as they have."""
+    current = promotion(**state)
+    actions = []
+    for offset, verdict in ((20, UNCLEARED), (60, UNCLEARED), (90, UNCLEARED), (100, CLEARED)):
+        current = track_evidence(current, verdict, T0 + offset)
+        actions.append(strategy.next_action(current, verdict, T0 + offset).kind)
+    assert current.step_started_at == T0
+    assert actions == [ActionKind.WAIT, ActionKind.WAIT, ActionKind.WAIT, passed]
+
+
 def test_blue_green_start_is_preview_at_weight_zero() -> None:
     """Blue-green starts with no live traffic on the candidate, reachable as a preview."""
     action = BlueGreenStrategy(BLUE_GREEN, ANALYSIS).start(promotion(phase=Phase.PENDING))
@@ -206,10 +281,6 @@ def test_blue_green_start_is_preview_at_weight_zero() -> None:
         step_index=0,
         reason="preview: candidate reachable with X-Promgate-Preview: 1",
     )
-
-
-POST = {"phase": Phase.POST_PROMOTION, "step_index": 1, "weight": 100}
-PREVIEW = {"strategy": "blue_green", "weight": 0}
 
 
 @pytest.mark.parametrize(
@@ -250,6 +321,40 @@ PREVIEW = {"strategy": "blue_green", "weight": 0}
                      Action(ActionKind.INCONCLUSIVE,
                             reason="insufficient evidence after 120s (limit 120s): g: no_data"),
                      id="preview-no-data-inconclusive"),
+        pytest.param(PREVIEW, UNCLEARED, T0 + 29,
+                     Action(ActionKind.WAIT, reason="preview analysis in progress"),
+                     id="preview-uncleared-in-progress"),
+        pytest.param(PREVIEW, UNCLEARED, T0 + 30, AWAITING, id="preview-uncleared-waits"),
+        pytest.param(PREVIEW, UNCLEARED, T0 + 149, AWAITING,
+                     id="preview-uncleared-below-timeout-waits"),
+        pytest.param(PREVIEW, UNCLEARED, T0 + 150,
+                     Action(ActionKind.INCONCLUSIVE,
+                            reason="insufficient evidence 120s after the step's time "
+                            "(limit 120s): e: 2x not yet ruled out"),
+                     id="preview-uncleared-inconclusive"),
+        pytest.param(PREVIEW, CLEARED, T0 + 30,
+                     Action(ActionKind.SWITCH, weight=100, step_index=1,
+                            reason="preview analysis passed: e: 2x ruled out"),
+                     id="preview-cleared-switches"),
+        pytest.param({**PREVIEW, **POST}, UNCLEARED, T0 + 59,
+                     Action(ActionKind.WAIT, reason="post-promotion analysis in progress"),
+                     id="post-promotion-uncleared-in-progress"),
+        pytest.param({**PREVIEW, **POST}, UNCLEARED, T0 + 60, AWAITING,
+                     id="post-promotion-uncleared-waits"),
+        pytest.param({**PREVIEW, **POST}, UNCLEARED, T0 + 179, AWAITING,
+                     id="post-promotion-uncleared-below-timeout-waits"),
+        pytest.param({**PREVIEW, **POST}, UNCLEARED, T0 + 180,
+                     Action(ActionKind.INCONCLUSIVE,
+                            reason="insufficient evidence 120s after the step's time "
+                            "(limit 120s): e: 2x not yet ruled out"),
+                     id="post-promotion-uncleared-inconclusive"),
+        pytest.param({**PREVIEW, **POST}, CLEARED, T0 + 60,
+                     Action(ActionKind.PROMOTE, weight=100,
+                            reason="post-promotion analysis passed: e: 2x ruled out"),
+                     id="post-promotion-cleared-promotes"),
+        pytest.param({**PREVIEW, **POST, "step_started_at": None}, PASS, T0 + 9999,
+                     Action(ActionKind.WAIT, reason="post-promotion analysis in progress"),
+                     id="post-promotion-not-started"),
     ],
 )  # fmt: skip
 def test_blue_green_next_action(
