@@ -1,19 +1,22 @@
 """promgate's own judge over simulated streams: the product code, not a re-implementation.
 
 The policy below is parsed by ``parse_policy``; its stage's judge comes from
-``build_judge`` (alpha split over the two sequential gates and the canary's steps) and
-every evaluation calls ``PolicyJudge.judge`` -> ``SequentialJudge.judge`` (which calls
-``judge_threshold`` and ``sequential_test``) with ``Evidence`` built as
-``Analyzer._ratio`` builds it: the counter increase since the last judged reading
-(not consumed while the candidate has fewer than ``minRequests`` or the reading is
-missing), added to the step's ``StepCounts``, which restart with each step. The step's
-verdicts are combined by the product's ``decide``. A rollback is ``Decision.ROLLBACK``;
-``noDataTimeout`` of evaluations with a NO_DATA gate stops the release as inconclusive
-(``strategies.base.guard``).
+``build_judge`` (alpha split over the two sequential gates) and its strategy from
+``build_strategy``. Every evaluation calls ``PolicyJudge.judge`` ->
+``SequentialJudge.judge`` (which calls ``judge_threshold``, ``sequential_test`` and
+``clearance_test``) with ``Evidence`` built as ``Analyzer._ratio`` builds it: the counter
+increase since the last judged reading (not consumed while the candidate has fewer than
+``minRequests`` or the reading is missing), added to the step's ``StepCounts``, which
+carry over to the next step as ``Analyzer.new_step`` does. The verdicts are combined by
+``decide``, and ``track_evidence`` and the canary strategy's ``next_action`` say what
+happens next, as in the engine's runner: the step goes on, the next step starts, the
+release rolls back, stops as inconclusive or is promoted. So a step lasts as long as the
+product would make it last, within the simulated block of evaluations per step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +25,6 @@ import numpy as np
 
 from benchmarks.decisions.simulate import Streams, World
 from sidecar.analysis.judge import (
-    Decision,
     Evidence,
     GateResult,
     GateVerdict,
@@ -32,8 +34,12 @@ from sidecar.analysis.judge import (
     decide,
     ratio_window,
 )
+from sidecar.domain.artifact import ArtifactRef
 from sidecar.domain.measurement import Measurement
 from sidecar.domain.policy import Analysis, SloGate, parse_policy
+from sidecar.domain.promotion import Phase, Promotion
+from sidecar.strategies.base import ActionKind, Strategy, track_evidence
+from sidecar.strategies.factory import build_strategy
 
 RECENT_LIMIT = 64  # as the analyzer keeps
 ERROR_GATE, SLOW_GATE = "error-ratio", "slow-ratio"
@@ -46,10 +52,18 @@ def policy_dict(
     margin: float = 0.0,
     min_step_requests: int = 100,
     confirm: int = 3,
+    detect: float | None = 2.0,
+    power: float = 0.95,
 ) -> dict[str, Any]:
     """The benchmark's policy: the SLO gates of examples/policy.yaml, ``judge: sequential``,
     on a canary with the world's steps, evaluated every interval."""
-    sequential = {"judge": "sequential", "margin": margin, "minStepRequests": min_step_requests}
+    sequential: dict[str, Any] = {
+        "judge": "sequential",
+        "margin": margin,
+        "minStepRequests": min_step_requests,
+    }
+    if detect is not None:
+        sequential["detect"] = detect
     requests = 'sum(http_requests_total{stage="$stage", digest="$digest"})'
     return {
         "apiVersion": "promgate/v1",
@@ -59,8 +73,9 @@ def policy_dict(
         "analysis": {
             "interval": f"{world.interval_s:g}s",
             "confirm": confirm,
-            "noDataTimeout": f"{world.step_s:g}s",
+            "noDataTimeout": f"{world.extend_s:g}s",
             "alpha": alpha,
+            "power": power,
             "maxProviderHold": "5m",
         },
         "stages": [
@@ -105,13 +120,31 @@ def policy_dict(
 
 @dataclass
 class Outcome:
-    rollback_at: np.ndarray  # evaluation index of the rollback, -1 if none
-    inconclusive_at: np.ndarray  # evaluation index it stopped as inconclusive, -1 if none
-    extended: np.ndarray  # steps whose last evaluation was not a PASS (the product waits)
+    """Per release (run): how it ended and what the candidate served until then."""
+
+    detect_s: np.ndarray  # seconds from the release's start to the rollback; inf if none
+    first_step: np.ndarray  # rolled back during the first step
+    inconclusive: np.ndarray  # stopped as inconclusive (traffic back, release not blamed)
+    bad: np.ndarray  # candidate's bad requests until it ended (promoted: the whole canary)
+    extra_bad: np.ndarray  # the same beyond the baseline's ratios
+    end_s: np.ndarray  # when it ended: rollback, stop or promotion
+    extended: np.ndarray  # steps that ran past stepDuration
+
+    @classmethod
+    def concat(cls, outcomes: Sequence[Outcome]) -> Outcome:
+        return cls(
+            **{
+                f.name: np.concatenate([getattr(o, f.name) for o in outcomes])
+                for f in dataclasses.fields(cls)
+            }
+        )
+
+
+_ENDS = {ActionKind.ROLLBACK, ActionKind.INCONCLUSIVE, ActionKind.ABORT, ActionKind.PROMOTE}
 
 
 class PromgateJudge:
-    """Drives the product's judge over streams, one release (run) at a time."""
+    """Drives the product's judge and strategy over streams, one release (run) at a time."""
 
     name = "promgate"
 
@@ -120,6 +153,7 @@ class PromgateJudge:
         stage = policy.stage("production")
         self.analysis: Analysis = policy.analysis_for(stage)
         self.judge: PolicyJudge = build_judge(stage, self.analysis)
+        self.strategy: Strategy = build_strategy(stage, self.analysis)
         self.gates: Sequence[SloGate] = tuple(stage.gates.slo)
         self.world = world
 
@@ -129,64 +163,78 @@ class PromgateJudge:
         return self.judge.sequential.alpha
 
     def run(self, streams: Streams) -> Outcome:
-        rows = streams.runs
-        outcome = Outcome(
-            np.full(rows, -1), np.full(rows, -1), np.zeros(rows, dtype=np.int64)
-        )  # fmt: skip
-        for r in range(rows):
-            at, inconclusive, extended = self.release(streams, r)
-            outcome.rollback_at[r] = at
-            outcome.inconclusive_at[r] = inconclusive
-            outcome.extended[r] = extended
-        return outcome
+        rows = [self.release(streams, r) for r in range(streams.runs)]
+        return Outcome(*(np.asarray(column) for column in zip(*rows, strict=True)))
 
-    def release(self, streams: Streams, r: int) -> tuple[int, int, int]:
-        """(rollback evaluation or -1, inconclusive evaluation or -1, extended steps)."""
+    def release(
+        self, streams: Streams, r: int
+    ) -> tuple[float, bool, bool, float, float, float, int]:
+        """One release: the fields of :class:`Outcome` for run ``r``."""
         world = self.world
-        bad = {
-            ERROR_GATE: (streams.cand_errors[r].tolist(), streams.base_errors[r].tolist()),
-            SLOW_GATE: (streams.cand_slow[r].tolist(), streams.base_slow[r].tolist()),
+        cells = {name: array[r].tolist() for name, array in streams.blocks.items()}
+        sides = {
+            ERROR_GATE: ("cand_errors", "base_errors"),
+            SLOW_GATE: ("cand_slow", "base_slow"),
         }
-        cand_total = streams.cand_total[r].tolist()
-        base_total = streams.base_total[r].tolist()
-        missing = streams.missing[r].tolist()
-        step_of = world.step_index().tolist()
+        promotion = _promotion(world)
         pending = {g.name: [0.0, 0.0, 0.0, 0.0] for g in self.gates}
-        step: dict[str, StepCounts] = {}
+        counts: dict[str, StepCounts] = {}
         recent: dict[str, list[GateResult]] = {g.name: [] for g in self.gates}
-        no_data_since: float | None = None
-        extended = 0
         self.start_release()
-        last = Decision.PASS
-        for t in range(world.evaluations):
-            now = (t + 1) * world.interval_s
-            if t > 0 and step_of[t] != step_of[t - 1]:
-                extended += last is not Decision.PASS
-                step.clear()  # Analyzer.new_step()
-                self.new_step()
+        bad = expected = now = 0.0
+        step = extended = 0
+        t = 0  # evaluation within the step's block
+        kind = ActionKind.WAIT
+
+        def cell(name: str) -> float:
+            return float(cells[name][step][t])
+
+        while t < streams.block:
+            now += world.interval_s
+            bad += cell("cand_errors") + cell("cand_slow")
+            expected += cell("expected_bad")
             verdicts = []
             for gate in self.gates:
                 held = pending[gate.name]
-                cand_bad, base_bad = bad[gate.name]
-                held[0] += cand_bad[t]
-                held[1] += cand_total[t]
-                held[2] += base_bad[t]
-                held[3] += base_total[t]
-                evidence = self._evidence(gate, held, step, missing[t])
+                cand_bad, base_bad = sides[gate.name]
+                held[0] += cell(cand_bad)
+                held[1] += cell("cand_total")
+                held[2] += cell(base_bad)
+                held[3] += cell("base_total")
+                evidence = self._evidence(gate, held, counts, bool(cells["missing"][step][t]))
                 verdict = self.judge_gate(gate, evidence, recent[gate.name])
                 recent[gate.name].append(verdict.result)
                 del recent[gate.name][:-RECENT_LIMIT]
                 verdicts.append(verdict)
-            last = decide(verdicts).decision
-            if last is Decision.ROLLBACK:
-                return t, -1, extended
-            if any(v.result is GateResult.NO_DATA for v in verdicts):
-                no_data_since = now if no_data_since is None else no_data_since
-                if now - no_data_since >= self.analysis.no_data_timeout:
-                    return -1, t, extended
-            else:
-                no_data_since = None
-        return -1, -1, extended
+            step_verdict = decide(verdicts)
+            tracked = track_evidence(promotion, step_verdict, now)
+            action = self.strategy.next_action(tracked, step_verdict, now)
+            kind = action.kind
+            if kind in _ENDS:
+                break
+            if kind is ActionKind.SET_WEIGHT:
+                extended += t + 1 > world.per_step
+                counts = {name: c.next_step() for name, c in counts.items()}
+                self.new_step()
+                step, t = step + 1, 0
+                promotion = dataclasses.replace(
+                    tracked, step_index=step, weight=action.weight or 0, step_started_at=now
+                )
+                continue
+            promotion = tracked
+            t += 1
+        else:  # the step's simulated budget ran out first: the release goes no further
+            kind = ActionKind.INCONCLUSIVE
+        rolled_back = kind is ActionKind.ROLLBACK
+        return (
+            now if rolled_back else float("inf"),
+            rolled_back and step == 0,
+            kind in (ActionKind.INCONCLUSIVE, ActionKind.ABORT),
+            bad,
+            bad - expected,
+            now,
+            extended + (t + 1 > world.per_step),
+        )
 
     def judge_gate(
         self, gate: SloGate, evidence: Evidence, recent: Sequence[GateResult]
@@ -202,7 +250,7 @@ class PromgateJudge:
 
     @staticmethod
     def _evidence(
-        gate: SloGate, held: list[float], step: dict[str, StepCounts], gap: bool
+        gate: SloGate, held: list[float], counts: dict[str, StepCounts], gap: bool
     ) -> Evidence:
         """What ``Analyzer._ratio`` returns for the increase ``held`` since the last judged
         reading; consumes it (and adds it to the step's counts) when it is judged."""
@@ -220,7 +268,26 @@ class PromgateJudge:
                 candidate_requests=cand_n,
             )
         held[:] = [0.0, 0.0, 0.0, 0.0]
-        counts = step[gate.name] = step.get(gate.name, StepCounts()).plus(
+        step = counts[gate.name] = counts.get(gate.name, StepCounts()).plus(
             cand_bad, cand_n, base_bad, base_n
         )
-        return ratio_window(gate, (cand_bad, cand_n, base_bad, base_n), counts)
+        return ratio_window(gate, (cand_bad, cand_n, base_bad, base_n), step)
+
+
+def _promotion(world: World) -> Promotion:
+    """A promotion at its first step, as the engine starts one."""
+    return Promotion(
+        id="bench",
+        service="bench",
+        stage="production",
+        artifact=ArtifactRef("bench/service", "sha256:" + "0" * 64),
+        version="candidate",
+        policy_version="bench-1",
+        strategy="canary",
+        candidate_upstream="",
+        manifest={},
+        created_at=0.0,
+        phase=Phase.PROGRESSING,
+        weight=world.steps[0],
+        step_started_at=0.0,
+    )

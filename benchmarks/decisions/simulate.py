@@ -1,13 +1,19 @@
 """Simulated request streams of canary releases, as every judge sees them.
 
-A release runs its canary steps on a fixed clock: ``steps`` weights, ``step_s`` each,
-one evaluation every ``interval_s``. Requests arrive as a Poisson process whose rate
-swings over the day (a random time of day per release); each request goes to the
-candidate with the step's weight. A request is *bad* for the error SLO if it fails and
-for the latency SLO if it is slower than the baseline's p99 (latencies are log-normal;
-a candidate whose p99 is ``x`` times the baseline's has every latency scaled by ``x``),
-so both SLOs are bad/total ratios. Per evaluation interval and per side the simulator
-draws the counts (total, errors, slow); everything is vectorised over runs.
+The peers run a release's canary steps on a fixed clock: ``steps`` weights, ``step_s``
+each, one evaluation every ``interval_s``. promgate keeps a step going past ``step_s``
+while its gates have not yet ruled out the regression they must (up to ``extend_s``
+more, its ``noDataTimeout``), so each step is simulated as a *block* of evaluations at
+the step's weight, longer than ``step_s``: the peers see the first ``step_s`` of every
+block, promgate as much of it as it uses. Both read the same draws where they overlap.
+
+Requests arrive as a Poisson process whose rate swings over the day (a random time of
+day per release); each request goes to the candidate with the step's weight. A request
+is *bad* for the error SLO if it fails and for the latency SLO if it is slower than the
+baseline's p99 (latencies are log-normal; a candidate whose p99 is ``x`` times the
+baseline's has every latency scaled by ``x``), so both SLOs are bad/total ratios. Per
+evaluation interval and per side the simulator draws the counts (total, errors, slow);
+everything is vectorised over runs.
 
 Scenarios add, on the candidate only unless said otherwise: an error-ratio multiple, a
 p99 multiple, a one-interval error blip (candidate only, or shared by both versions),
@@ -26,6 +32,11 @@ import numpy as np
 Z99 = 2.3263478740408408  # the standard normal 99% quantile
 DAY_S = 86_400.0
 GAP_LENGTHS = (1, 4)  # a scrape gap hides this many evaluations (uniform, inclusive)
+GAP_SLACK = 10  # evaluations beyond step_s + extend_s: time without data does not count
+COUNTS = (
+    "cand_total", "cand_errors", "cand_slow", "base_total", "base_errors", "base_slow",
+    "missing", "expected_bad",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,7 @@ class World:
     steps: tuple[int, ...] = (10, 25, 50)  # canary weights, %
     step_s: float = 600.0
     interval_s: float = 30.0
+    extend_s: float = 1200.0  # promgate: how long a step may wait for evidence past step_s
 
     @property
     def slow_ratio(self) -> float:
@@ -51,7 +63,20 @@ class World:
 
     @property
     def evaluations(self) -> int:
+        """Evaluations of a release on the fixed clock."""
         return len(self.steps) * self.per_step
+
+    def block(self, budget: bool) -> int:
+        """Evaluations simulated per step: the fixed clock's, or promgate's whole budget."""
+        if not budget:
+            return self.per_step
+        return round((self.step_s + self.extend_s) / self.interval_s) + GAP_SLACK
+
+    @property
+    def horizon_s(self) -> float:
+        """The longest a release can run (promgate's steps at their longest): bad requests
+        are compared over this span, a promoted candidate serving all traffic after."""
+        return len(self.steps) * (self.step_s + self.extend_s)
 
     @property
     def budget_s(self) -> float:
@@ -95,49 +120,45 @@ class Scenario:
         """Whether the candidate is worse: a rollback is then a detection."""
         return self.kind == "regression"
 
+    def bad_ratio(self) -> float:
+        """The candidate's share of bad requests (errors plus slow) once regressed."""
+        w = self.world
+        return min(1.0, w.error_ratio * self.error_x) + slow_ratio(self.p99_x, w.latency_sigma)
+
 
 @dataclass
 class Streams:
-    """Counts per run (rows) and evaluation interval (columns)."""
+    """Counts per run, step and evaluation within the step: arrays (runs, steps, block).
+    The attributes named in ``COUNTS`` are the fixed clock's view, (runs, evaluations)."""
 
     scenario: Scenario
-    cand_total: np.ndarray
-    cand_errors: np.ndarray
-    cand_slow: np.ndarray
-    base_total: np.ndarray
-    base_errors: np.ndarray
-    base_slow: np.ndarray
-    missing: np.ndarray  # bool: the evaluation finds no data for either side
-    expected_bad: np.ndarray  # candidate bad requests expected at the baseline's ratios
+    blocks: dict[str, np.ndarray]
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        if name not in COUNTS:
+            raise AttributeError(name)
+        block = self.blocks[name][:, :, : self.world.per_step]
+        return block.reshape(block.shape[0], -1)
 
     @property
     def runs(self) -> int:
-        return int(self.cand_total.shape[0])
+        return int(self.blocks["cand_total"].shape[0])
+
+    @property
+    def block(self) -> int:
+        return int(self.blocks["cand_total"].shape[2])
 
     @property
     def world(self) -> World:
         return self.scenario.world
 
     def subset(self, rows: slice) -> Streams:
-        arrays = {
-            name: getattr(self, name)[rows]
-            for name in (
-                "cand_total",
-                "cand_errors",
-                "cand_slow",
-                "base_total",
-                "base_errors",
-                "base_slow",
-                "missing",
-                "expected_bad",
-            )
-        }
-        return Streams(self.scenario, **arrays)
+        return Streams(self.scenario, {name: a[rows] for name, a in self.blocks.items()})
 
     def bad_served(self, rollback_at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(bad requests, bad requests beyond the baseline's ratios) the candidate served
-        up to and including evaluation ``rollback_at`` (-1: never rolled back: the whole
-        canary)."""
+        on the fixed clock up to and including evaluation ``rollback_at`` (-1: never
+        rolled back: the whole canary)."""
         bad = np.cumsum(self.cand_errors + self.cand_slow, axis=1)
         extra = bad - np.cumsum(self.expected_bad, axis=1)
         last = np.where(rollback_at < 0, self.world.evaluations - 1, rollback_at)
@@ -162,47 +183,56 @@ def seed_for(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(name.encode())])
 
 
-def simulate(scenario: Scenario, runs: int, rng: np.random.Generator) -> Streams:
+def simulate(
+    scenario: Scenario, runs: int, rng: np.random.Generator, *, budget: bool = True
+) -> Streams:
+    """``runs`` releases of ``scenario``; with ``budget``, each step as long as promgate may
+    make it, else only the fixed clock (enough for the peers)."""
     w = scenario.world
-    n = w.evaluations
-    weights = w.weights()
-    middle = (np.arange(n) + 0.5) * w.interval_s
-    phase = rng.uniform(0.0, DAY_S, size=(runs, 1))
+    steps, block = len(w.steps), w.block(budget)
+    shape = (runs, steps, block)
+    weights = np.asarray(w.steps, dtype=float)[None, :, None] / 100.0
+    # nominal time within the release: step k starts at k * step_s
+    middle = np.arange(steps)[:, None] * w.per_step + np.arange(block)[None, :] + 0.5
+    middle = middle * w.interval_s
+    phase = rng.uniform(0.0, DAY_S, size=(runs, 1, 1))
     rate = w.rps * (1.0 + w.diurnal * np.sin(2.0 * math.pi * (phase + middle) / DAY_S))
     total = rng.poisson(rate * w.interval_s)
-    cand = rng.binomial(total, weights)
+    cand = rng.binomial(total, np.broadcast_to(weights, shape))
     base = total - cand
 
-    regressed = np.broadcast_to(middle >= scenario.onset_s, (runs, n))
+    regressed = np.broadcast_to(middle >= scenario.onset_s, shape)
     cand_err = np.where(regressed, min(1.0, w.error_ratio * scenario.error_x), w.error_ratio)
     cand_slow = np.where(regressed, slow_ratio(scenario.p99_x, w.latency_sigma), w.slow_ratio)
-    base_err = np.full((runs, n), w.error_ratio)
-    if scenario.blip is not None:
-        at = rng.integers(0, n, size=runs)
-        blipped = np.zeros((runs, n), dtype=bool)
-        blipped[np.arange(runs), at] = True
+    base_err = np.full(shape, w.error_ratio)
+    if scenario.blip is not None:  # at one evaluation of the fixed clock
+        at = rng.integers(0, w.evaluations, size=runs)
+        blipped = np.zeros(shape, dtype=bool)
+        blipped[np.arange(runs), at // w.per_step, at % w.per_step] = True
         cand_err = np.where(blipped, np.minimum(1.0, cand_err * scenario.blip_x), cand_err)
         if scenario.blip == "shared":
             base_err = np.where(blipped, np.minimum(1.0, base_err * scenario.blip_x), base_err)
 
-    missing = np.zeros((runs, n), dtype=bool)
+    missing = np.zeros(shape, dtype=bool)
     if scenario.gap_rate > 0:
-        starts = rng.random((runs, n)) < scenario.gap_rate
-        lengths = rng.integers(GAP_LENGTHS[0], GAP_LENGTHS[1] + 1, size=(runs, n))
+        starts = rng.random(shape) < scenario.gap_rate
+        lengths = rng.integers(GAP_LENGTHS[0], GAP_LENGTHS[1] + 1, size=shape)
         for lag in range(GAP_LENGTHS[1]):
-            hidden = starts[:, : n - lag] & (lengths[:, : n - lag] > lag)
-            missing[:, lag:] |= hidden
+            hidden = starts[:, :, : block - lag] & (lengths[:, :, : block - lag] > lag)
+            missing[:, :, lag:] |= hidden
 
     return Streams(
-        scenario=scenario,
-        cand_total=cand,
-        cand_errors=rng.binomial(cand, cand_err),
-        cand_slow=rng.binomial(cand, cand_slow),
-        base_total=base,
-        base_errors=rng.binomial(base, base_err),
-        base_slow=rng.binomial(base, w.slow_ratio),
-        missing=missing,
-        expected_bad=cand * (w.error_ratio + w.slow_ratio),
+        scenario,
+        {
+            "cand_total": cand,
+            "cand_errors": rng.binomial(cand, cand_err),
+            "cand_slow": rng.binomial(cand, cand_slow),
+            "base_total": base,
+            "base_errors": rng.binomial(base, base_err),
+            "base_slow": rng.binomial(base, w.slow_ratio),
+            "missing": missing,
+            "expected_bad": cand * (w.error_ratio + w.slow_ratio),
+        },
     )
 
 
