@@ -63,9 +63,13 @@ class Analyzer:
 
     def restore(self, saved: Mapping[str, Any]) -> None:
         """Resume from :meth:`evidence`; counts that cannot be read start over (which only
-        makes the tests more cautious), and the log says so."""
+        makes the tests more cautious), and the log says so. Gates the policy no longer
+        has are dropped."""
+        known = {gate.name for gate in self.gates}
         try:
-            self._step = {name: StepCounts.from_json(data) for name, data in saved.items()}
+            self._step = {
+                name: StepCounts.from_json(data) for name, data in saved.items() if name in known
+            }
         except (AttributeError, TypeError, ValueError, KeyError) as problem:
             _log.warning("stored evidence unreadable, the sequential tests start over: %s", problem)
             self._step = {}

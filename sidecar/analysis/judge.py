@@ -97,6 +97,8 @@ class StepCounts:
     def from_json(cls, data: Mapping[str, Any]) -> StepCounts:
         """The inverse of :meth:`to_json`; raises ValueError on anything else."""
         counts, worst = _four(data["counts"]), _four(data["worst"])
+        if any(w > c for w, c in zip(worst, counts, strict=True)):
+            raise ValueError(f"the worst window {list(worst)} exceeds the step {list(counts)}")
         earlier = tuple(cls.from_json(step) for step in data.get("earlier", ()))
         return cls(*counts, worst=worst, earlier=earlier)
 

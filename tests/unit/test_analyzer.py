@@ -216,9 +216,19 @@ def test_restore_replaces_the_counts_it_had() -> None:
     analyzer = Analyzer(
         NullMetricsSource(), SequentialJudge(alpha=0.01), [GATE], TracerProvider().get_tracer("t")
     )
-    analyzer.restore({"latency": StepCounts(1, 100, 4, 400).to_json()})
+    analyzer.restore({"errors": StepCounts(1, 100, 4, 400).to_json()})
     errors = {"errors": StepCounts(1, 100, 4, 400).next_step().to_json()}
     analyzer.restore(errors)
     assert analyzer.evidence() == errors
     analyzer.restore({})
     assert analyzer.evidence() == {}
+
+
+def test_restore_drops_gates_the_policy_no_longer_has() -> None:
+    """Counts of a gate that is gone from the policy are not carried along for ever."""
+    analyzer = Analyzer(
+        NullMetricsSource(), SequentialJudge(alpha=0.01), [GATE], TracerProvider().get_tracer("t")
+    )
+    errors = StepCounts(1, 100, 4, 400).to_json()
+    analyzer.restore({"errors": errors, "latency": StepCounts(2, 100, 4, 400).to_json()})
+    assert analyzer.evidence() == {"errors": errors}

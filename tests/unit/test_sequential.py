@@ -576,6 +576,8 @@ VALID = {"counts": [1, 100, 4, 400], "worst": [1, 100, 4, 400], "earlier": []}
         pytest.param({**VALID, "counts": [True, 100, 4, 400]}, ValueError, id="a-boolean"),
         pytest.param({**VALID, "counts": 5}, ValueError, id="a-number"),
         pytest.param({**VALID, "worst": [1, 100, 4]}, ValueError, id="worst-three-numbers"),
+        pytest.param({**VALID, "worst": [2, 100, 4, 400]}, ValueError,
+                     id="worst-window-larger-than-the-step"),
         pytest.param({**VALID, "earlier": [{**VALID, "counts": [1, -1, 4, 400]}]}, ValueError,
                      id="an-earlier-step-negative"),
         pytest.param({"worst": [0, 0, 0, 0]}, KeyError, id="missing-counts"),
