@@ -6,9 +6,11 @@ can be table-tested. The rules:
 - a provider error is UNAVAILABLE: traffic holds, it never rolls back by itself;
 - no data (or too few requests) is NO_DATA: the step waits, it never promotes;
 - a value beyond its bound is a BREACH: ``transient`` until ``confirm`` evaluations in a
-  row breach (evaluations without evidence are skipped), then ``persistent``; a hard
-  guard is persistent at once;
-- only a persistent breach rolls back.
+  row breach (or ``confirm`` of the last ``confirmWithin``; evaluations without evidence
+  are skipped), then ``persistent``; a hard guard is persistent at once;
+- only a persistent breach rolls back;
+- a sequential gate with ``detect`` also says whether its evidence has ruled that
+  regression out yet (``cleared``): until then a step that has run its time waits.
 """
 
 from __future__ import annotations
@@ -203,12 +205,14 @@ class Judge(Protocol):
 
 @dataclass(frozen=True)
 class ThresholdJudge:
-    """Bounds with consecutive confirmation: ``confirm`` breaches in a row are persistent."""
+    """Bounds with confirmation: ``confirm`` breaches in a row (or, with ``within``, among
+    the last ``within`` evaluations) are persistent."""
 
     confirm: int = 3
+    within: int | None = None
 
     def judge(self, gate: SloGate, evidence: Evidence, recent: Sequence[GateResult]) -> GateVerdict:
-        return judge_threshold(gate, evidence, recent, self.confirm)
+        return judge_threshold(gate, evidence, recent, self.confirm, self.within)
 
 
 @dataclass(frozen=True)
@@ -323,13 +327,17 @@ def build_judge(stage: Stage, analysis: Analysis) -> PolicyJudge:
     stays within ``alpha``."""
     sequential = sum(1 for gate in stage.gates.slo if gate.judge == "sequential")
     return PolicyJudge(
-        ThresholdJudge(analysis.confirm),
+        ThresholdJudge(analysis.confirm, analysis.confirm_within),
         SequentialJudge(analysis.alpha / max(1, sequential), analysis.confirm, analysis.power),
     )
 
 
 def judge_threshold(
-    gate: SloGate, evidence: Evidence, recent: Sequence[GateResult], confirm: int
+    gate: SloGate,
+    evidence: Evidence,
+    recent: Sequence[GateResult],
+    confirm: int,
+    within: int | None = None,
 ) -> GateVerdict:
     """The threshold rules in the module docstring, as one pure function."""
     candidate, baseline = evidence.candidate, evidence.baseline
@@ -398,13 +406,18 @@ def judge_threshold(
         threshold = upper if upper is not None else lower
         return verdict(GateResult.PASS, f"{value:.4g} {shown}", threshold=threshold)
     assert bound is not None
-    streak = 1 + _breaches_since_pass(recent)
-    persistent = streak >= confirm
+    if within is None:
+        breaches = 1 + _breaches_since_pass(recent)
+        progress = f"breach {breaches} of {confirm} to confirm"
+    else:
+        breaches = 1 + _breaches_among(recent, within - 1)
+        progress = f"{breaches} of the last {within} evaluations breached, {confirm} confirm"
+    persistent = breaches >= confirm
     word = "below" if below else "above"
     baseline_note = f" (baseline {baseline_value:.4g})" if baseline_value is not None else ""
     return verdict(
         GateResult.BREACH,
-        f"{value:.4g} {word} {bound:.4g}{baseline_note}, breach {streak} of {confirm} to confirm",
+        f"{value:.4g} {word} {bound:.4g}{baseline_note}, {progress}",
         threshold=bound,
         classification=Classification.PERSISTENT if persistent else Classification.TRANSIENT,
     )
@@ -446,6 +459,13 @@ def _hard_bound(gate: SloGate, baseline: float | None) -> float | None:
     relative = gate.hard_vs_baseline * baseline if gate.hard_vs_baseline and baseline else None
     bounds = [b for b in (gate.hard_max, relative) if b is not None]
     return max(bounds) if bounds else None
+
+
+def _breaches_among(results: Sequence[GateResult], last: int) -> int:
+    """Breaches among the ``last`` evaluations that had evidence (no data and provider
+    errors are skipped, as for breaches in a row)."""
+    judged = [r for r in results if r in (GateResult.PASS, GateResult.BREACH)]
+    return sum(r is GateResult.BREACH for r in judged[-last:]) if last > 0 else 0
 
 
 def _breaches_since_pass(results: Sequence[GateResult]) -> int:

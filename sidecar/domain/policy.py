@@ -57,7 +57,15 @@ class Analysis(_Model):
 
     interval: Duration = Field(default=5.0, description="time between gate evaluations")
     confirm: int = Field(
-        default=3, ge=1, le=100, description="consecutive breaches that make one persistent"
+        default=3, ge=1, le=60, description="consecutive breaches that make one persistent"
+    )
+    confirm_within: int | None = Field(
+        default=None,
+        alias="confirmWithin",
+        ge=1,
+        le=60,
+        description="threshold gates: `confirm` breaches within this many evaluations (k of "
+        "n) make one persistent, rather than in a row",
     )
     no_data_timeout: Duration = Field(
         default=120.0,
@@ -83,6 +91,15 @@ class Analysis(_Model):
         alias="maxProviderHold",
         description="how long traffic holds while Prometheus is unavailable before aborting",
     )
+
+    @model_validator(mode="after")
+    def _confirmation(self) -> Analysis:
+        if self.confirm_within is not None and self.confirm_within < self.confirm:
+            raise ValueError(
+                f"confirmWithin ({self.confirm_within}) must be at least confirm "
+                f"({self.confirm}): {self.confirm} breaches cannot fit in fewer evaluations"
+            )
+        return self
 
 
 class Canary(_Model):

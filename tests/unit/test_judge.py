@@ -15,13 +15,14 @@ from sidecar.analysis.judge import (
     GateVerdict,
     StepVerdict,
     ThresholdJudge,
+    build_judge,
     counter_increase,
     decide,
     judge_threshold,
     ratio_evidence,
 )
 from sidecar.domain.measurement import Measurement, MeasurementKind
-from sidecar.domain.policy import SloGate
+from sidecar.domain.policy import SloGate, parse_policy
 
 B, P, N, U = GateResult.BREACH, GateResult.PASS, GateResult.NO_DATA, GateResult.UNAVAILABLE
 T, PE = Classification.TRANSIENT, Classification.PERSISTENT
@@ -263,6 +264,48 @@ def test_breach_streak(
     got = judge_threshold(gate(max=0.01), evidence(value(0.5)), recent, confirm)
     assert (got.result, got.classification, got.hard) == (B, classification, False)
     assert got.reason == f"g: 0.5 above 0.01, breach {streak} of {confirm} to confirm"
+
+
+@pytest.mark.parametrize(
+    ("confirm", "within", "recent", "classification", "breaches"),
+    [
+        pytest.param(3, 5, [], T, 1, id="first-breach"),
+        pytest.param(3, 5, [B, P, B], PE, 3, id="a-pass-between-does-not-reset"),
+        pytest.param(3, 5, [B, P, P, P, B], T, 2, id="the-oldest-breach-fell-out"),
+        pytest.param(3, 5, [B, P, P, N, U, P, B], T, 2, id="no-evidence-is-skipped-not-counted"),
+        pytest.param(3, 5, [B, N, P, U, B], PE, 3, id="skipped-keeps-an-old-breach-in"),
+        pytest.param(2, 2, [P, B], PE, 2, id="k-of-k-is-in-a-row"),
+        pytest.param(2, 2, [B, P], T, 1, id="k-of-k-after-a-pass"),
+        pytest.param(1, 4, [], PE, 1, id="one-of-n-persistent-at-once"),
+    ],
+)  # fmt: skip
+def test_breaches_k_of_n(
+    *, confirm: int, within: int, recent: Sequence[GateResult],
+    classification: Classification, breaches: int,
+) -> None:  # fmt: skip
+    """With ``within``, ``confirm`` breaches among the last ``within`` evaluations with
+    evidence (this one included) are persistent: a flapping gate is caught, one bad point
+    is not."""
+    got = judge_threshold(gate(max=0.01), evidence(value(0.5)), recent, confirm, within)
+    assert (got.result, got.classification) == (B, classification), got.reason
+    expected = f"{breaches} of the last {within} evaluations breached, {confirm} confirm"
+    assert got.reason == f"g: 0.5 above 0.01, {expected}"
+
+
+def test_policy_confirm_within_reaches_the_threshold_judge() -> None:
+    """``analysis.confirmWithin`` is what build_judge gives the threshold judge."""
+    data = {
+        "apiVersion": "promgate/v1", "kind": "PromotionPolicy", "metadata": {"name": "p"},
+        "version": "1", "analysis": {"confirm": 2, "confirmWithin": 4},
+        "stages": [{"name": "s", "strategy": {"canary": {"steps": [50], "stepDuration": "1m"}},
+                    "gates": {"slo": [{"name": "g", "query": "q", "max": 1}]}}],
+    }  # fmt: skip
+    policy = parse_policy(data)
+    stage = policy.stage("s")
+    judge = build_judge(stage, policy.analysis_for(stage))
+    assert judge.threshold == ThresholdJudge(confirm=2, within=4)
+    got = judge.judge(stage.gates.slo[0], evidence(value(5.0)), [B, P, P])
+    assert got.classification is PE, got.reason
 
 
 def test_threshold_judge_uses_its_confirm() -> None:

@@ -353,6 +353,14 @@ def test_detect_and_power_parse(
         pytest.param("analysis.power", 1, "analysis.power", "less than 1", id="power-1"),
         pytest.param("stages.1.analysis.power", 1.5, "stages[1].analysis.power", "less than 1",
                      id="stage-power-above-1"),
+        pytest.param(RATIO_GATE, SEQUENTIAL | {"detectFloor": 0.01},
+                     "stages[0].gates.slo[0]", "detectFloor needs detect", id="floor-alone"),
+        pytest.param(RATIO_GATE, SEQUENTIAL | {"detect": 2, "detectFloor": 1},
+                     "stages[0].gates.slo[0].detectFloor", "less than 1", id="floor-1"),
+        pytest.param("analysis.confirmWithin", 2, "analysis",
+                     "confirmWithin (2) must be at least confirm (3)", id="within-below-confirm"),
+        pytest.param("analysis.confirmWithin", 61, "analysis.confirmWithin", "less than or equal",
+                     id="within-too-long"),
     ],
 )  # fmt: skip
 def test_model_problem_names_path_and_fix(

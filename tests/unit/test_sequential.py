@@ -356,6 +356,46 @@ def test_false_clearances_stay_below_one_minus_power_under_repeated_looks() -> N
     assert cleared / runs <= 1 - power
 
 
+@pytest.mark.parametrize(
+    ("counts", "floor", "cleared"),
+    [
+        pytest.param([(0, 400, 0, 1600)], None, False, id="spotless-without-floor-says-nothing"),
+        pytest.param([(0, 400, 0, 1600)], 0.02, True, id="spotless-below-a-2pct-floor"),
+        pytest.param([(0, 100, 0, 400)], 0.02, False, id="too-few-requests-for-the-floor"),
+        pytest.param([(0, 200, 0, 800), (0, 200, 0, 800)], 0.02, True,
+                     id="the-floor-counts-the-whole-release"),
+        pytest.param([(10, 400, 0, 1600)], 0.02, False, id="at-the-floor-not-below"),
+        pytest.param([(4, 2000, 16, 8000)], 0.02, True, id="a-ratio-test-alone-may-clear"),
+    ],
+)  # fmt: skip
+def test_clearance_floor(counts: list[Counts], floor: float | None, cleared: bool) -> None:
+    """With a floor a step also clears when the candidate is shown to be below it, which
+    is the only evidence a spotless service can give (twice zero is zero)."""
+    got = clearance_test(counts, detect=2.0, power=0.95, floor=floor)
+    assert got.confirmed is cleared, got.e_value
+
+
+def test_false_clearances_with_a_floor_stay_below_one_minus_power() -> None:
+    """The candidate at the floor and twice the baseline's ratio (a regression that
+    matters by both measures), looked at after each of 30 batches: cleared at most
+    1 - power of the time, though the clearance mixes two tests."""
+    rng = random.Random(5)
+    power, runs, floor, cleared = 0.9, 300, 0.02, 0
+    for _ in range(runs):
+        totals = [0, 0, 0, 0]
+        for _ in range(30):
+            cand = sum(rng.random() < 0.2 for _ in range(200))
+            totals[0] += sum(rng.random() < floor for _ in range(cand))
+            totals[1] += cand
+            totals[2] += sum(rng.random() < floor / 2 for _ in range(200 - cand))
+            totals[3] += 200 - cand
+            step = (totals[0], totals[1], totals[2], totals[3])
+            if clearance_test([step], detect=2.0, power=power, floor=floor).confirmed:
+                cleared += 1
+                break
+    assert cleared / runs <= 1 - power
+
+
 def gate(**fields: object) -> SloGate:
     base = {"name": "errors", "ratio": {"bad": "b", "total": "t"}, "max": 0.05,
             "judge": "sequential", "minStepRequests": 100}  # fmt: skip
