@@ -67,6 +67,10 @@ def _gate_text(gate: Mapping[str, Any]) -> str:
         text += f" {_number(gate.get('value'))} vs {_number(gate.get('threshold'))}"
     if gate.get("classification"):
         text += f" ({gate['classification']}{' hard' if gate.get('hard') else ''})"
+    if gate.get("e_value") is not None:
+        text += f" e-value {_number(gate['e_value'])}"
+    if gate.get("clearance") is not None:
+        text += f" clearance {_number(gate['clearance'])}"
     return text
 
 

@@ -42,6 +42,7 @@ from sidecar.replay import (
     replay,
     report_lines,
 )
+from sidecar.replay.run import ReplayResult, ReplayRow
 from sidecar.testing import FakeClock
 from tests.support.processes import (
     ManagedProcess,
@@ -587,3 +588,24 @@ async def test_a_release_the_policy_refuses_is_reported_as_refused() -> None:
     assert "metadata gates of stage production refused the release" in result.reason
     assert exit_code(result) == 1
     assert report_lines(result)[-1].startswith("outcome: would have been refused at ")
+
+
+def test_report_lines_show_each_gates_evidence() -> None:
+    """A replayed evaluation shows each gate's numbers, e-value and clearance, so a past
+    decision can be explained from the report alone."""
+    gates = [
+        {"gate": "errors", "result": "pass", "value": 0.004, "threshold": 0.05,
+         "e_value": 0.25, "clearance": 31.5},
+        {"gate": "slow", "result": "breach", "value": 0.3, "threshold": 0.05,
+         "classification": "transient"},
+    ]  # fmt: skip
+    row = ReplayRow(T0, 1, 20, "wait", "wait", gates, "step time done; waiting for evidence")
+    result = ReplayResult(
+        "demo", "production", "canary", "r@sha256:" + "b" * 64, "1.1.0",
+        "r@sha256:" + "a" * 64, "1.0.0", "p", "1", T0, T0 + 60, 1.0, "", "progressing",
+        "still progressing", rows=[row],
+    )  # fmt: skip
+    [line] = [text for text in report_lines(result) if "waiting for evidence" in text]
+    assert "errors pass 0.004 vs 0.05 e-value 0.25 clearance 31.5" in line
+    assert line.rstrip().endswith("| step time done; waiting for evidence")
+    assert "slow breach 0.3 vs 0.05 (transient)  |" in line
