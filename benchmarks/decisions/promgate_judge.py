@@ -6,7 +6,8 @@ The policy below is parsed by ``parse_policy``; its stage's judge comes from
 ``SequentialJudge.judge`` (which calls ``judge_threshold``, ``sequential_test`` and
 ``clearance_test``) with ``Evidence`` built as ``Analyzer._ratio`` builds it: the counter
 increase since the last judged reading (not consumed while the candidate has fewer than
-``minRequests`` or the reading is missing), added to the step's ``StepCounts``, which
+``minRequests`` or the reading is missing; both gates count the same requests, so they
+reach it together, as the analyzer requires), added to the step's ``StepCounts``, which
 carry over to the next step as ``Analyzer.new_step`` does. The verdicts are combined by
 ``decide``, and ``track_evidence`` and the canary strategy's ``next_action`` say what
 happens next, as in the engine's runner: the step goes on, the next step starts, the

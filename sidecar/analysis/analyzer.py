@@ -3,6 +3,9 @@
 Ratio gates read counters and judge their increase since the last reading that was
 judged. When the candidate has served fewer than ``minRequests`` since then, the reading
 is not consumed, so evidence accumulates across evaluations instead of being thrown away.
+The ratio gates consume their windows together, once every one of them has enough: were
+each to judge on its own, two gates a request apart could take turns at lacking data,
+and the step would never see all of its gates judged at once.
 """
 
 from __future__ import annotations
@@ -45,6 +48,19 @@ class _Counters:
     total: float | None = None
 
 
+@dataclass(frozen=True)
+class _Window:
+    """A ratio gate's counter readings and their increase since its last judged window."""
+
+    readings: Sequence[Measurement]  # candidate bad, total (and baseline bad, total)
+    counts: tuple[float, float, float, float]
+    min_requests: int
+
+    @property
+    def enough(self) -> bool:
+        return self.counts[1] >= self.min_requests
+
+
 @dataclass
 class Analyzer:
     """Evaluates gates for one promotion; keeps counter readings and recent results."""
@@ -83,28 +99,44 @@ class Analyzer:
     ) -> StepVerdict:
         """Measure and judge every gate once; a gate's failure never hides the others."""
         with self.tracer.start_as_current_span("promgate.evaluate", context=parent) as span:
-            verdicts = await asyncio.gather(
-                *(self._gate(gate, candidate, baseline) for gate in self.gates)
+            measured = await asyncio.gather(
+                *(self._measure(gate, candidate, baseline) for gate in self.gates)
             )
+            ready = all(m.enough for _, m in measured if isinstance(m, _Window))
+            verdicts = [
+                self._judge(gate, gate_span, measurement, ready)
+                for gate, (gate_span, measurement) in zip(self.gates, measured, strict=True)
+            ]
             step = decide(verdicts)
             span.set_attribute("promgate.decision", step.decision.value)
             return step
 
-    async def _gate(
+    async def _measure(
         self, gate: SloGate, candidate: Identity, baseline: Identity | None
-    ) -> GateVerdict:
-        with self.tracer.start_as_current_span("promgate.gate") as span:
-            span.set_attribute("promgate.gate.name", gate.name)
+    ) -> tuple[trace.Span, Evidence | _Window]:
+        """Query one gate; its span stays open until :meth:`_judge` has its verdict."""
+        span = self.tracer.start_span("promgate.gate")
+        span.set_attribute("promgate.gate.name", gate.name)
+        with trace.use_span(span, end_on_exit=False):
             if gate.ratio is not None:
-                evidence = await self._ratio(gate, candidate, baseline)
-            else:
-                evidence = await self._value(gate, candidate, baseline)
+                return span, await self._ratio(gate, candidate, baseline)
+            return span, await self._value(gate, candidate, baseline)
+
+    def _judge(
+        self, gate: SloGate, span: trace.Span, measured: Evidence | _Window, ready: bool
+    ) -> GateVerdict:
+        try:
+            evidence = (
+                self._window(gate, measured, ready) if isinstance(measured, _Window) else measured
+            )
             recent = self._recent.setdefault(gate.name, [])
             verdict = self.judge.judge(gate, evidence, recent)
             recent.append(verdict.result)
             del recent[:-_RECENT_LIMIT]
             _annotate(span, verdict)
             return verdict
+        finally:
+            span.end()
 
     async def _value(
         self, gate: SloGate, candidate: Identity, baseline: Identity | None
@@ -119,7 +151,7 @@ class Analyzer:
 
     async def _ratio(
         self, gate: SloGate, candidate: Identity, baseline: Identity | None
-    ) -> Evidence:
+    ) -> Evidence | _Window:
         assert gate.ratio is not None
         queries = [self._query(gate.ratio.bad, candidate), self._query(gate.ratio.total, candidate)]
         if baseline:
@@ -137,24 +169,30 @@ class Analyzer:
             if baseline
             else (0.0, Measurement.no_data(), None)
         )
-        if cand_n is None or cand_n < gate.min_requests:
-            missing = (
-                cand_total
-                if cand_n is None
-                else Measurement.no_data(
-                    f"{cand_n:g} requests since the last judged reading, need {gate.min_requests}"
-                )
+        if cand_n is None:
+            return Evidence(candidate=cand_total, baseline=Measurement.no_data())
+        return _Window(readings, (cand_bad, cand_n, base_bad, base_n or 0.0), gate.min_requests)
+
+    def _window(self, gate: SloGate, window: _Window, ready: bool) -> Evidence:
+        """A ratio gate's evidence: its window, judged and consumed when every ratio gate
+        has enough requests, else no data while the requests accumulate."""
+        cand_n = window.counts[1]
+        if not ready:
+            why = (
+                f"{cand_n:g} requests since the last judged reading, need {gate.min_requests}"
+                if not window.enough
+                else f"{cand_n:g} requests; waiting for the other ratio gates' windows"
             )
             return Evidence(
-                candidate=missing, baseline=Measurement.no_data(), candidate_requests=cand_n
+                candidate=Measurement.no_data(why),
+                baseline=Measurement.no_data(),
+                candidate_requests=cand_n,
             )
-        self._consume(gate, "candidate", readings[0], readings[1])
-        if baseline:
-            self._consume(gate, "baseline", readings[2], readings[3])
-        step = self._step[gate.name] = self._step.get(gate.name, StepCounts()).plus(
-            cand_bad, cand_n, base_bad, base_n or 0.0
-        )
-        return ratio_window(gate, (cand_bad, cand_n, base_bad, base_n or 0.0), step)
+        self._consume(gate, "candidate", window.readings[0], window.readings[1])
+        if len(window.readings) == 4:
+            self._consume(gate, "baseline", window.readings[2], window.readings[3])
+        step = self._step[gate.name] = self._step.get(gate.name, StepCounts()).plus(*window.counts)
+        return ratio_window(gate, window.counts, step)
 
     def _increase(
         self, gate: SloGate, role: str, bad: Measurement, total: Measurement

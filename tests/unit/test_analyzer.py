@@ -27,6 +27,7 @@ from sidecar.analysis.judge import (
     SequentialJudge,
     StepCounts,
     StepVerdict,
+    ThresholdJudge,
 )
 from sidecar.analysis.prometheus import NullMetricsSource, PrometheusSource
 from sidecar.analysis.sequential import clearance_test, sequential_test
@@ -232,3 +233,34 @@ def test_restore_drops_gates_the_policy_no_longer_has() -> None:
     errors = StepCounts(1, 100, 4, 400).to_json()
     analyzer.restore({"errors": errors, "latency": StepCounts(2, 100, 4, 400).to_json()})
     assert analyzer.evidence() == {"errors": errors}
+
+
+def _ratio_gate(name: str, rate: int) -> SloGate:
+    return SloGate.model_validate(
+        {
+            "name": name,
+            "ratio": {"bad": "time() * 0", "total": f"time() * {rate}"},
+            "max": 0.05,
+            "minRequests": 40,
+        }
+    )
+
+
+async def test_ratio_gates_judge_their_windows_together(source: PrometheusSource) -> None:
+    """Two ratio gates whose requests come at 100/s and 60/s, evaluated every quarter
+    second: each evaluation judges both of them or neither, so the step never sees them
+    take turns at lacking data (which would keep it waiting for ever)."""
+    gates = [_ratio_gate("fast", 100), _ratio_gate("slow", 60)]
+    analyzer = Analyzer(source, ThresholdJudge(), gates, TracerProvider().get_tracer("test"))
+    seen: list[tuple[GateResult, GateResult]] = []
+    reasons: list[str] = []
+    for _ in range(14):
+        await asyncio.sleep(0.25)
+        verdict = await analyzer.evaluate(CANDIDATE, BASELINE)
+        fast, slow = verdict.gates
+        seen.append((fast.result, slow.result))
+        reasons.append(fast.reason)
+    judged = seen[1:]  # the first reading only starts the counting
+    assert (GateResult.PASS, GateResult.PASS) in judged, seen
+    assert all(fast == slow for fast, slow in judged), seen
+    assert any("waiting for the other ratio gates" in reason for reason in reasons), reasons
