@@ -38,6 +38,7 @@ from sidecar.domain.policy import Analysis, load_policy
 from sidecar.errors import PromgateError
 from sidecar.localrun import wait_until
 from sidecar.localstack import ROOT, LocalStack
+from sidecar.progress import TERMINAL_KINDS
 
 POLICY = Path(__file__).resolve().with_name("latency-policy.yaml")
 REFERENCE_POLICY = ROOT / "examples" / "policy.yaml"
@@ -51,7 +52,6 @@ ROLLBACK_DEADLINE_S = 30.0
 POLL_S = 0.02
 PHASE_POLL_S = 0.1
 SETTLE_S = 0.5  # after the rollback is seen, the count must stay put this long
-TERMINAL = frozenset({"promoted", "rolled_back", "aborted", "inconclusive", "refused"})
 
 
 def candidate_version(number: int) -> str:
@@ -100,7 +100,7 @@ async def watch_phase(client: ApiClient, promotion_id: str, seen: dict[str, Any]
     """Record the first terminal phase of the promotion and when it was seen (monotonic)."""
     while True:
         promotion = await client.get(promotion_id)
-        if promotion["phase"] in TERMINAL:
+        if promotion["phase"] in TERMINAL_KINDS:
             seen.update(phase=promotion["phase"], reason=promotion.get("reason") or "")
             seen["at"] = time.monotonic()
             return

@@ -35,9 +35,7 @@ class Sidecar:
         self.policy = load_policy(settings.policy)
         self.recorder = PrometheusRecorder()
         self.tokens = (
-            TokenTable.load(settings.tokens_file)
-            if settings.tokens_file
-            else (TokenTable.from_pairs([]))
+            TokenTable.load(settings.tokens_file) if settings.tokens_file else TokenTable()
         )
         self.tracer_provider: TracerProvider = build_tracer_provider(settings.otlp_endpoint)
         self.actuator: TrafficActuator = build_actuator(

@@ -1,4 +1,8 @@
-"""The ``promgate`` command: run the sidecar, promote from CI, inspect and steer promotions."""
+"""The ``promgate`` command: run the sidecar, promote from CI, inspect and steer promotions.
+
+Modules built on pydantic (settings, manifest, policy) are imported by the commands that
+use them, so the commands that only talk to the API start without loading pydantic.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +20,8 @@ from rich.console import Console
 from rich.table import Table
 
 from sidecar.client import ApiClient, Json
-from sidecar.domain.manifest import ReleaseManifest, manifest_schema
-from sidecar.domain.policy import load_policy
 from sidecar.errors import InputError, PolicyError, PromgateError, RefusedError
 from sidecar.progress import follow, outcome_exit_code
-from sidecar.settings import Settings
 from sidecar.telemetry.logging import configure_logging
 
 EXIT_ERROR = 2
@@ -134,6 +135,7 @@ def serve(**options: Any) -> None:
     """Run the sidecar: API, promotion engine and traffic actuator (PROMGATE_* env applies)."""
     # Imported here: the sidecar's dependencies are not needed by the client commands.
     from sidecar.app import serve as serve_sidecar  # noqa: PLC0415
+    from sidecar.settings import Settings  # noqa: PLC0415
 
     settings = Settings.load(**options)
     configure_logging(settings.log_level)
@@ -160,6 +162,8 @@ async def promote(
     With --wait, follow it and exit 0 promoted, 1 rolled back or refused, 3 aborted,
     4 inconclusive, 2 on errors.
     """
+    from sidecar.domain.manifest import ReleaseManifest  # noqa: PLC0415
+
     manifest = ReleaseManifest.load(manifest_file)
     promotion = await client.create(manifest.to_json_dict(), stage, upstream)
     if not wait:
@@ -315,6 +319,8 @@ def policy() -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 def policy_check(file: Path) -> None:
     """Validate a policy file; print every problem with its path and fix."""
+    from sidecar.domain.policy import load_policy  # noqa: PLC0415
+
     try:
         checked = load_policy(file)
     except PolicyError as exc:
@@ -333,6 +339,8 @@ def schema() -> None:
 @schema.command("manifest")
 def schema_manifest() -> None:
     """The release manifest's JSON Schema."""
+    from sidecar.domain.manifest import manifest_schema  # noqa: PLC0415
+
     click.echo(json.dumps(manifest_schema(), indent=2))
 
 
@@ -406,6 +414,8 @@ def replay(
     1 rolled back or refused, 3 aborted, 4 inconclusive, 2 on errors.
     """
     from sidecar import replay as replaying  # noqa: PLC0415 - loaded only when run
+    from sidecar.domain.manifest import ReleaseManifest  # noqa: PLC0415
+    from sidecar.domain.policy import load_policy  # noqa: PLC0415
 
     times: dict[str, float] = {}
     for flag, text in (("--from", start_text), ("--to", end_text)):

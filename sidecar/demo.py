@@ -116,12 +116,27 @@ async def demo_stack(console: Console) -> AsyncIterator[LocalStack]:
 
 
 async def promote(
-    stack: LocalStack, console: Console, version: str, stage: str, title: str
+    stack: LocalStack,
+    console: Console,
+    version: str,
+    stage: str,
+    title: str,
+    *,
+    scenario: Scenario | None = None,
 ) -> dict[str, Any]:
+    """Release ``version`` to ``stage`` and follow it to its end, injecting the fault of
+    ``scenario`` (if any) meanwhile."""
     created = await stack.client.create(
         demo_manifest(version), stage, stack.service_url(version, stage)
     )
-    return await follow(stack.client, created["id"], console, title=title)
+    if scenario is None or scenario.fault == "none":
+        return await follow(stack.client, created["id"], console, title=title)
+    fault = asyncio.create_task(inject_fault(stack, scenario, created["id"]))
+    final = await follow(stack.client, created["id"], console, title=title)
+    fault.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await fault
+    return final
 
 
 async def inject_fault(stack: LocalStack, scenario: Scenario, promotion_id: str) -> None:
@@ -155,19 +170,8 @@ async def run_scenario(
     stage = "staging"
     if final["phase"] == "promoted":
         stage = "production"
-        created = await stack.client.create(
-            demo_manifest(version), stage, stack.service_url(version, stage)
-        )
-        fault = (
-            asyncio.create_task(inject_fault(stack, scenario, created["id"]))
-            if scenario.fault != "none" else None
-        )  # fmt: skip
-        final = await follow(stack.client, created["id"], console,
-                             title=f"{version} → production (canary)")  # fmt: skip
-        if fault is not None:
-            fault.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await fault
+        title = f"{version} → production (canary)"
+        final = await promote(stack, console, version, stage, title, scenario=scenario)
     counts = summarize_gates([e async for e in stack.client.events(final["id"])])
     return Outcome(
         scenario, final["phase"], stage, time.monotonic() - started,

@@ -25,10 +25,6 @@ class LoadStats:
     statuses: Counter[int] = field(default_factory=Counter)
     bodies: Counter[str] = field(default_factory=Counter)
 
-    @property
-    def sent(self) -> int:
-        return sum(self.statuses.values())
-
 
 @dataclass
 class LoadGenerator:

@@ -57,7 +57,8 @@ def summarize_gates(events: Iterable[Json]) -> dict[str, dict[str, int]]:
     return counts
 
 
-def _number(value: Any) -> str:
+def number(value: Any) -> str:
+    """A gate figure for people: four significant digits, or - when there is none."""
     return "-" if value is None else f"{value:.4g}"
 
 
@@ -77,7 +78,7 @@ def _gate_style(gate: Json) -> str:
 def _breach(gate: Json) -> str:
     hard = " hard" if gate.get("hard") else ""
     return (
-        f"{gate['gate']} {_number(gate.get('value'))} vs {_number(gate.get('threshold'))}"
+        f"{gate['gate']} {number(gate.get('value'))} vs {number(gate.get('threshold'))}"
         f" ({gate.get('classification') or 'unclassified'}{hard})"
     )
 
@@ -103,14 +104,14 @@ class ProgressView:
         for key, target in (("phase", "phase"), ("weight", "weight"), ("step", "step_index")):
             if key in data:
                 self.promotion[target] = data[key]
-        if data.get("reason"):
-            self.promotion["reason"] = data["reason"]
+        reason = data.get("reason") or ""
+        if reason:
+            self.promotion["reason"] = reason
         if "gates" in data:
             self.gates = list(data["gates"])
         prefix = f"[{self.title}] " if self.title else ""
-        reason = data.get("reason") or ""
         if kind in TERMINAL_KINDS:
-            return f"{prefix}{kind}: {self.promotion.get('reason') or reason}"
+            return f"{prefix}{kind}: {self.promotion.get('reason') or ''}"
         if kind == "created":
             return f"{prefix}{self._headline()}"
         if kind in _LIFECYCLE_KINDS:
@@ -182,11 +183,11 @@ class ProgressView:
             gates.add_row(
                 str(gate["gate"]),
                 str(gate.get("result", "")),
-                f"{_number(gate.get('value'))} vs {_number(gate.get('threshold'))}{hard}",
-                _number(gate.get("baseline")),
+                f"{number(gate.get('value'))} vs {number(gate.get('threshold'))}{hard}",
+                number(gate.get("baseline")),
                 str(gate.get("classification") or ""),
-                *([_number(gate.get("e_value"))] if with_evidence else []),
-                *([_number(gate.get("clearance"))] if with_clearance else []),
+                *([number(gate.get("e_value"))] if with_evidence else []),
+                *([number(gate.get("clearance"))] if with_clearance else []),
                 style=_gate_style(gate),
             )
         parts: list[RenderableType] = [summary]

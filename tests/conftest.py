@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
-from tests.support.processes import ManagedProcess, serve_app, start_demo_service, start_prometheus
+from sidecar.analysis.prometheus import PrometheusSource
+from tests.support.processes import (
+    ManagedProcess,
+    serve_app,
+    start_demo_service,
+    start_prometheus,
+    wait_for_value,
+)
 
-PrometheusFactory = Callable[..., Awaitable[tuple[ManagedProcess, str]]]
-DemoServiceFactory = Callable[..., Awaitable[tuple[ManagedProcess, str]]]
+ProcessStarter = Callable[..., Awaitable[tuple[ManagedProcess, str]]]
+PrometheusFactory = ProcessStarter
+DemoServiceFactory = ProcessStarter
 HttpServer = Callable[[web.Application], Awaitable[str]]
 
 
@@ -23,40 +33,48 @@ def workdir(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-async def prometheus_factory(workdir: Path) -> AsyncIterator[PrometheusFactory]:
-    """``await start(targets, scrape_interval_s=1.0)`` -> (process, base URL); stopped after."""
+@contextlib.asynccontextmanager
+async def _stopping(start: ProcessStarter) -> AsyncIterator[ProcessStarter]:
+    """``start``, with every process it started stopped on the way out."""
     started: list[ManagedProcess] = []
 
-    async def start(
-        targets: Mapping[str, list[str]], scrape_interval_s: float = 1.0
-    ) -> tuple[ManagedProcess, str]:
-        process, base_url = await start_prometheus(workdir, targets, scrape_interval_s)
+    async def start_and_keep(*args: object, **kwargs: object) -> tuple[ManagedProcess, str]:
+        process, base_url = await start(*args, **kwargs)
         started.append(process)
         return process, base_url
 
-    yield start
-    for process in started:
-        await process.stop()
+    try:
+        yield start_and_keep
+    finally:
+        for process in started:
+            await process.stop()
+
+
+@pytest.fixture
+async def prometheus_factory(workdir: Path) -> AsyncIterator[PrometheusFactory]:
+    """``await start(targets, scrape_interval_s=1.0)`` -> (process, base URL); stopped after."""
+    async with _stopping(functools.partial(start_prometheus, workdir)) as start:
+        yield start
 
 
 @pytest.fixture
 async def demo_service_factory(workdir: Path) -> AsyncIterator[DemoServiceFactory]:
     """``await start(version=..., digest=...)`` -> (process, URL); all stopped at teardown."""
-    started: list[ManagedProcess] = []
+    async with _stopping(functools.partial(start_demo_service, workdir)) as start:
+        yield start
 
-    async def start(
-        *, version: str, digest: str, error_rate: float = 0.0, latency_ms: float = 5.0
-    ) -> tuple[ManagedProcess, str]:
-        process, base_url = await start_demo_service(
-            workdir, version=version, digest=digest, error_rate=error_rate, latency_ms=latency_ms
-        )
-        started.append(process)
-        return process, base_url
 
-    yield start
-    for process in started:
-        await process.stop()
+@pytest.fixture
+async def time_source(prometheus_factory: PrometheusFactory) -> AsyncIterator[PrometheusSource]:
+    """A source on a real Prometheus that scrapes nothing, once it answers ``time()``;
+    closed after."""
+    _, base_url = await prometheus_factory({})
+    source = PrometheusSource(base_url, timeout_s=5.0, attempts=2, backoff_initial_s=0.05)
+    try:
+        await wait_for_value(source, "time()")
+        yield source
+    finally:
+        await source.close()
 
 
 @pytest.fixture

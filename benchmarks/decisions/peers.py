@@ -53,6 +53,8 @@ class PeerJudge(Protocol):
     @property
     def bound(self) -> float: ...
 
+    def describe(self) -> str: ...
+
 
 def first(mask: np.ndarray) -> np.ndarray:
     """Index of the first True per row, -1 for none."""

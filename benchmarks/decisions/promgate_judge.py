@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from benchmarks.decisions.simulate import Streams, World
+from sidecar.analysis.analyzer import RECENT_LIMIT
 from sidecar.analysis.judge import (
     Evidence,
     GateResult,
-    GateVerdict,
     PolicyJudge,
     StepCounts,
     build_judge,
@@ -42,8 +42,11 @@ from sidecar.domain.promotion import Phase, Promotion
 from sidecar.strategies.base import ActionKind, Strategy, track_evidence
 from sidecar.strategies.factory import build_strategy
 
-RECENT_LIMIT = 64  # as the analyzer keeps
 ERROR_GATE, SLOW_GATE = "error-ratio", "slow-ratio"
+_SIDES = {  # each gate's bad counts: (candidate, baseline)
+    ERROR_GATE: ("cand_errors", "base_errors"),
+    SLOW_GATE: ("cand_slow", "base_slow"),
+}
 
 
 def policy_dict(
@@ -173,15 +176,10 @@ class PromgateJudge:
         """One release: the fields of :class:`Outcome` for run ``r``."""
         world = self.world
         cells = {name: array[r].tolist() for name, array in streams.blocks.items()}
-        sides = {
-            ERROR_GATE: ("cand_errors", "base_errors"),
-            SLOW_GATE: ("cand_slow", "base_slow"),
-        }
         promotion = _promotion(world)
         pending = {g.name: [0.0, 0.0, 0.0, 0.0] for g in self.gates}
         counts: dict[str, StepCounts] = {}
         recent: dict[str, list[GateResult]] = {g.name: [] for g in self.gates}
-        self.start_release()
         bad = expected = now = 0.0
         step = extended = 0
         t = 0  # evaluation within the step's block
@@ -197,13 +195,13 @@ class PromgateJudge:
             verdicts = []
             for gate in self.gates:
                 held = pending[gate.name]
-                cand_bad, base_bad = sides[gate.name]
+                cand_bad, base_bad = _SIDES[gate.name]
                 held[0] += cell(cand_bad)
                 held[1] += cell("cand_total")
                 held[2] += cell(base_bad)
                 held[3] += cell("base_total")
                 evidence = self._evidence(gate, held, counts, bool(cells["missing"][step][t]))
-                verdict = self.judge_gate(gate, evidence, recent[gate.name])
+                verdict = self.judge.judge(gate, evidence, recent[gate.name])
                 recent[gate.name].append(verdict.result)
                 del recent[gate.name][:-RECENT_LIMIT]
                 verdicts.append(verdict)
@@ -216,7 +214,6 @@ class PromgateJudge:
             if kind is ActionKind.SET_WEIGHT:
                 extended += t + 1 > world.per_step
                 counts = {name: c.next_step() for name, c in counts.items()}
-                self.new_step()
                 step, t = step + 1, 0
                 promotion = dataclasses.replace(
                     tracked, step_index=step, weight=action.weight or 0, step_started_at=now
@@ -236,18 +233,6 @@ class PromgateJudge:
             now,
             extended + (t + 1 > world.per_step),
         )
-
-    def judge_gate(
-        self, gate: SloGate, evidence: Evidence, recent: Sequence[GateResult]
-    ) -> GateVerdict:
-        """The product's verdict (``PolicyJudge.judge``); what-if variants override it."""
-        return self.judge.judge(gate, evidence, recent)
-
-    def start_release(self) -> None:
-        """Hook for what-if variants with state per release; the product keeps none here."""
-
-    def new_step(self) -> None:
-        """Hook for what-if variants at a step change (the analyzer's ``new_step``)."""
 
     @staticmethod
     def _evidence(

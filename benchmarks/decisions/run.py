@@ -254,7 +254,7 @@ def tune_peers(
                     judge = replace_name(candidate.with_bound(bound), name)
                     row: dict[str, Any] = {
                         "judge": judge,
-                        "setting": describe(judge),
+                        "setting": judge.describe(),
                         "calibration_false_rollback": float(np.mean(stat > bound)),
                     }
                     if len(options) > 1:
@@ -283,7 +283,7 @@ def tune_peers(
             default = replace_name(candidates(family)[0], f"{family}-default")
             peers[world][default.name] = default
             notes[default.name] = {
-                "chosen": describe(default),
+                "chosen": default.describe(),
                 "bound": default.bound,
                 "calibration_false_rollback": float(np.mean(statistic(default) > default.bound)),
             }
@@ -326,11 +326,6 @@ def oracle(streams: Streams, alpha_per_test: float) -> dict[str, float]:
         "alpha_0.01": float(np.mean(p < 0.01)),
         "bad_events_first_step_mean": float(np.mean(bad)),
     }
-
-
-def describe(judge: PeerJudge) -> str:
-    text: Callable[[], str] = getattr(judge, "describe")  # noqa: B009
-    return text()
 
 
 def median_time(at: np.ndarray, world: World) -> float:

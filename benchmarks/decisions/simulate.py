@@ -90,10 +90,6 @@ class World:
         """The candidate's share of requests in each evaluation interval."""
         return np.asarray(self.steps, dtype=float)[self.step_index()] / 100.0
 
-    def times(self) -> np.ndarray:
-        """Seconds since the release began at each evaluation (the end of its interval)."""
-        return (np.arange(self.evaluations) + 1.0) * self.interval_s
-
 
 def slow_ratio(p99_multiple: float, sigma: float) -> float:
     """Share of requests slower than the baseline p99 when every latency is scaled by
@@ -115,11 +111,6 @@ class Scenario:
     gap_rate: float = 0.0  # chance that an evaluation starts a scrape gap
     world: World = field(default_factory=World)
 
-    @property
-    def bad(self) -> bool:
-        """Whether the candidate is worse: a rollback is then a detection."""
-        return self.kind == "regression"
-
     def bad_ratio(self) -> float:
         """The candidate's share of bad requests (errors plus slow) once regressed."""
         w = self.world
@@ -133,12 +124,20 @@ class Streams:
 
     scenario: Scenario
     blocks: dict[str, np.ndarray]
+    _fixed: dict[str, np.ndarray] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __getattr__(self, name: str) -> np.ndarray:
+        """The fixed clock's view of ``name``, built once (a copy when the blocks are
+        longer than a step: the judges read these views many times)."""
         if name not in COUNTS:
             raise AttributeError(name)
-        block = self.blocks[name][:, :, : self.world.per_step]
-        return block.reshape(block.shape[0], -1)
+        view = self._fixed.get(name)
+        if view is None:
+            block = self.blocks[name][:, :, : self.world.per_step]
+            view = self._fixed[name] = block.reshape(block.shape[0], -1)
+        return view
 
     @property
     def runs(self) -> int:

@@ -35,6 +35,11 @@ class TrafficState:
     backends: tuple[Backend, ...]
     preview: Backend | None = None
 
+    def covers(self, other: TrafficState) -> bool:
+        """Whether, with this state applied, ``other`` is a repeat or out of order: the same
+        promotion's split at the same or an earlier sequence."""
+        return self.promotion_id == other.promotion_id and self.sequence >= other.sequence
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -303,11 +303,7 @@ class ProxyActuator:
             )
         _validate_state(state)
         current = self._routes.get(state.stage)
-        if (
-            current is not None
-            and current.state.promotion_id == state.promotion_id
-            and state.sequence <= current.state.sequence
-        ):
+        if current is not None and current.state.covers(state):
             _log.debug(
                 "ignoring traffic state %s#%d for stage %s: #%d is already applied",
                 state.promotion_id,

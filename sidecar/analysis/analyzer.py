@@ -37,15 +37,7 @@ from sidecar.telemetry.logging import get_logger
 
 Identity = Mapping[str, str]
 _log = get_logger("analysis")
-_RECENT_LIMIT = 64
-
-
-@dataclass
-class _Counters:
-    """The last judged (bad, total) reading of one role of one ratio gate."""
-
-    bad: float | None = None
-    total: float | None = None
+RECENT_LIMIT = 64  # results kept per gate: enough for any `confirmWithin`
 
 
 @dataclass(frozen=True)
@@ -69,7 +61,8 @@ class Analyzer:
     judge: Judge
     gates: Sequence[SloGate]
     tracer: trace.Tracer
-    _counters: dict[tuple[str, str], _Counters] = field(default_factory=dict)
+    # the last judged (bad, total) reading of each (gate, role) of the ratio gates
+    _counters: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     _recent: dict[str, list[GateResult]] = field(default_factory=dict)
     _step: dict[str, StepCounts] = field(default_factory=dict)
 
@@ -132,7 +125,7 @@ class Analyzer:
             recent = self._recent.setdefault(gate.name, [])
             verdict = self.judge.judge(gate, evidence, recent)
             recent.append(verdict.result)
-            del recent[:-_RECENT_LIMIT]
+            del recent[:-RECENT_LIMIT]
             _annotate(span, verdict)
             return verdict
         finally:
@@ -204,18 +197,19 @@ class Analyzer:
         if total.value is None:
             return 0.0, total, None
         last = self._counters.get((gate.name, role))
-        if last is None or last.total is None:
-            self._counters[(gate.name, role)] = _Counters(bad.value or 0.0, total.value)
+        if last is None:
+            self._consume(gate, role, bad, total)
             return 0.0, Measurement.no_data("first reading; counting starts now"), None
+        last_bad, last_total = last
         return (
-            counter_increase(last.bad, bad.value or 0.0),
+            counter_increase(last_bad, bad.value or 0.0),
             total,
-            counter_increase(last.total, total.value),
+            counter_increase(last_total, total.value),
         )
 
     def _consume(self, gate: SloGate, role: str, bad: Measurement, total: Measurement) -> None:
         if total.value is not None:
-            self._counters[(gate.name, role)] = _Counters(bad.value or 0.0, total.value)
+            self._counters[(gate.name, role)] = (bad.value or 0.0, total.value)
 
     async def _query(self, template: str, identity: Identity) -> Measurement:
         try:

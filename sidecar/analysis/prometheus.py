@@ -8,6 +8,7 @@ hold a promotion, not roll it back, so every failure becomes
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import aiohttp
@@ -76,7 +77,6 @@ class PrometheusSource:
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         self._endpoint = Endpoint.parse(base_url)
-        self._display_url = self._endpoint.display_url
         if timeout_s <= 0 or attempts < 1 or backoff_initial_s < 0 or backoff_max_s < 0:
             raise SettingsError(
                 "Prometheus client needs timeout_s > 0, attempts >= 1 and backoffs >= 0 "
@@ -95,14 +95,14 @@ class PrometheusSource:
     @property
     def display_url(self) -> str:
         """The base URL without credentials, safe for logs and messages."""
-        return self._display_url
+        return self._endpoint.display_url
 
     async def query(self, promql: str) -> Measurement:
         """Run ``promql`` as an instant query and reduce the answer to one measurement."""
         try:
             return _to_measurement(await self._fetch(promql))
         except ProviderError as exc:
-            return Measurement.provider_error(self._redact(f"query {promql!r}: {exc}"))
+            return Measurement.provider_error(self._endpoint.redact(f"query {promql!r}: {exc}"))
 
     async def is_ready(self) -> bool:
         """Whether Prometheus says it is ready to serve queries; False on any failure."""
@@ -160,14 +160,14 @@ class PrometheusSource:
         except TimeoutError as exc:
             raise _Transient(
                 ProviderTimeoutError(
-                    f"Prometheus at {self._display_url} did not answer "
+                    f"Prometheus at {self.display_url} did not answer "
                     f"within the {self._timeout_s:g}s timeout"
                 )
             ) from exc
         except aiohttp.ClientError as exc:
             raise _Transient(
                 ProviderError(
-                    f"cannot reach Prometheus at {self._display_url}: {type(exc).__name__}: {exc}"
+                    f"cannot reach Prometheus at {self.display_url}: {type(exc).__name__}: {exc}"
                 )
             ) from exc
         return self._check_answer(status, body)
@@ -178,12 +178,12 @@ class PrometheusSource:
         prometheus_error = _error_text(answer)
         if status in (400, 422):
             raise QueryError(
-                f"Prometheus rejected the query (HTTP {status}): {prometheus_error or _clip(body)}"
+                f"Prometheus rejected the query (HTTP {status}): {prometheus_error or clip(body)}"
             )
         if status != 200:
             error = ProviderHTTPError(
-                f"Prometheus at {self._display_url} answered HTTP {status}: "
-                f"{prometheus_error or _clip(body)}"
+                f"Prometheus at {self.display_url} answered HTTP {status}: "
+                f"{prometheus_error or clip(body)}"
             )
             if status >= 500 or status == 429:
                 raise _Transient(error)
@@ -191,15 +191,12 @@ class PrometheusSource:
         if answer is None or answer.get("status") != "success":
             raise ProviderError(
                 f"Prometheus answered HTTP 200 without a successful result: "
-                f"{prometheus_error or _clip(body)}"
+                f"{prometheus_error or clip(body)}"
             )
         data = answer.get("data")
         if not isinstance(data, dict):
-            raise ProviderError(f"Prometheus answer has no data object: {_clip(body)}")
+            raise ProviderError(f"Prometheus answer has no data object: {clip(body)}")
         return data
-
-    def _redact(self, text: str) -> str:
-        return self._endpoint.redact(text)
 
 
 def _to_measurement(data: dict[str, Any]) -> Measurement:
@@ -214,39 +211,47 @@ def _to_measurement(data: dict[str, Any]) -> Measurement:
             "or scalar (wrap a range selector in a function such as rate())"
         )
     if not isinstance(result, list):
-        raise ProviderError(f"vector result is not a list: {_clip(repr(result))}")
+        raise ProviderError(f"vector result is not a list: {clip(repr(result))}")
     if not result:
         return Measurement.no_data("empty result")
     if len(result) > 1:
-        shown = ", ".join(_labels(series) for series in result[:_SHOWN_SERIES])
-        more = f" and {len(result) - _SHOWN_SERIES} more" if len(result) > _SHOWN_SERIES else ""
-        raise QueryError(
-            f"query must aggregate to one series (e.g. sum(...) or sum by () (...)), "
-            f"got {len(result)} series: {_clip(shown)}{more}"
-        )
+        raise QueryError(many_series([_metric(series) for series in result]))
     sample = result[0]
     if not isinstance(sample, dict):
-        raise ProviderError(f"vector sample is not an object: {_clip(repr(sample))}")
+        raise ProviderError(f"vector sample is not an object: {clip(repr(sample))}")
     return Measurement.of(_sample_value(sample.get("value")))
 
 
 def _sample_value(pair: object) -> float:
     """The float of a ``[timestamp, "value"]`` pair; Prometheus sends NaN and Inf as text."""
     if not isinstance(pair, list) or len(pair) != 2:
-        raise ProviderError(f"sample is not [timestamp, value]: {_clip(repr(pair))}")
+        raise ProviderError(f"sample is not [timestamp, value]: {clip(repr(pair))}")
     try:
         return float(pair[1])
     except (TypeError, ValueError) as exc:
         raise ProviderError(f"sample value {pair[1]!r} is not a number") from exc
 
 
-def _labels(series: object) -> str:
-    metric = series.get("metric") if isinstance(series, dict) else None
-    if not isinstance(metric, dict):
-        return "{?}"
+def many_series(labels: Sequence[Mapping[str, Any] | None], at: str = "") -> str:
+    """Why a result of several series cannot be a gate's value, naming the first few
+    (None: a series whose labels could not be read)."""
+    shown = ", ".join(_labels(one) for one in labels[:_SHOWN_SERIES])
+    more = f" and {len(labels) - _SHOWN_SERIES} more" if len(labels) > _SHOWN_SERIES else ""
     return (
-        "{" + ", ".join(f"{key}={json.dumps(value)}" for key, value in sorted(metric.items())) + "}"
+        "query must aggregate to one series (e.g. sum(...) or sum by () (...)), "
+        f"got {len(labels)} series{at}: {clip(shown)}{more}"
     )
+
+
+def _metric(series: object) -> Mapping[str, Any] | None:
+    metric = series.get("metric") if isinstance(series, dict) else None
+    return metric if isinstance(metric, dict) else None
+
+
+def _labels(labels: Mapping[str, Any] | None) -> str:
+    if labels is None:
+        return "{?}"
+    return "{" + ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(labels.items())) + "}"
 
 
 def _parse_json(body: str) -> dict[str, Any] | None:
@@ -264,6 +269,7 @@ def _error_text(answer: dict[str, Any] | None) -> str:
     return f"{answer.get('errorType', 'error')}: {answer.get('error', '')}"
 
 
-def _clip(text: str) -> str:
+def clip(text: str) -> str:
+    """``text`` on one line and cut short, for a message."""
     text = " ".join(text.split())
     return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."

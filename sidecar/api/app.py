@@ -228,9 +228,8 @@ class _Api:
         except Exception as exc:  # headers are sent: report in-band, then end the stream
             status, body, _ = _describe(exc, request)
             _log_failure(exc, status, request.method, request.path)
-            data = json.dumps(body, separators=(",", ":"))
             with contextlib.suppress(ConnectionError):
-                await response.write(_sse("error", data) if sse else f"{data}\n".encode())
+                await response.write(_frame(sse, "error", body))
         finally:
             self._streaming.remove(promotion_id)
         return response
@@ -240,10 +239,7 @@ class _Api:
     ) -> None:
         async def send(events: Sequence[PromotionEvent]) -> int:
             for event in events:
-                data = json.dumps(event.to_dict(), separators=(",", ":"))
-                await response.write(
-                    _sse(event.kind, data, event.seq) if sse else f"{data}\n".encode()
-                )
+                await response.write(_frame(sse, event.kind, event.to_dict(), event.seq))
             return events[-1].seq if events else after
 
         after = await send(await self.controller.events(promotion_id, after))
@@ -421,7 +417,11 @@ def _count(value: str | None, name: str) -> int:
     return int(value)
 
 
-def _sse(kind: str, data: str, seq: int | None = None) -> bytes:
+def _frame(sse: bool, kind: str, body: Any, seq: int | None = None) -> bytes:
+    """One stream item: an SSE event (``id`` only with a seq), else an NDJSON line."""
+    data = json.dumps(body, separators=(",", ":"))
+    if not sse:
+        return f"{data}\n".encode()
     head = f"id: {seq}\n" if seq is not None else ""
     return f"{head}event: {kind}\ndata: {data}\n\n".encode()
 

@@ -110,10 +110,6 @@ class TokenTable:
         """A table from ``(role, name, token)`` triples, in the order of a tokens file."""
         return cls(_Entry(name, Role.parse(role), _digest(token)) for role, name, token in entries)
 
-    @property
-    def configured(self) -> bool:
-        return bool(self._entries)
-
     def __repr__(self) -> str:
         names = ", ".join(f"{e.name}={e.role}" for e in self._entries)
         return f"TokenTable({names})"

@@ -323,6 +323,7 @@ def graph_problems(data: dict[str, Any], source: str) -> list[Problem]:
     stages = [s for s in raw if isinstance(s, dict)] if isinstance(raw, list) else []
     names = [s.get("name") for s in stages]
     problems: list[Problem] = []
+    graph: dict[str, list[str]] = {}
     for index, stage in enumerate(stages):
         name = stage.get("name")
         if names.count(name) > 1:
@@ -343,11 +344,8 @@ def graph_problems(data: dict[str, Any], source: str) -> list[Problem]:
                 problems.append(
                     Problem(path, f"unknown stage {required!r}", f"use one of {names}", source)
                 )
-    graph: dict[str, list[str]] = {}
-    for stage in stages:
-        requires = stage.get("requires")
-        if isinstance(stage.get("name"), str) and isinstance(requires, list):
-            graph.setdefault(stage["name"], []).extend(r for r in requires if r in names)
+        if isinstance(name, str) and isinstance(requires, list):
+            graph.setdefault(name, []).extend(r for r in requires if r in names)
     cycle = _find_cycle(graph)
     if cycle:
         problems.append(

@@ -24,12 +24,9 @@ class Phase(StrEnum):
 
     @property
     def terminal(self) -> bool:
-        return self in _TERMINAL
+        """A phase with no way out (an empty entry in :data:`ALLOWED_TRANSITIONS`)."""
+        return not ALLOWED_TRANSITIONS[self]
 
-
-_TERMINAL = frozenset(
-    {Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED, Phase.INCONCLUSIVE, Phase.REFUSED}
-)
 
 ALLOWED_TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     Phase.PENDING: frozenset(

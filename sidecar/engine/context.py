@@ -15,7 +15,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from sidecar.actuators.base import TrafficActuator
+from sidecar.actuators.base import TrafficActuator, TrafficState
 from sidecar.analysis.prometheus import MetricsSource
 from sidecar.domain.policy import PromotionPolicy
 from sidecar.domain.promotion import Phase, Promotion, StableRelease
@@ -68,7 +68,6 @@ class EngineContext:
         *,
         event: str,
         data: dict[str, Any] | None = None,
-        actuate: bool = True,
         raise_on_failure: bool = False,
         **changes: Any,
     ) -> Promotion:
@@ -78,9 +77,7 @@ class EngineContext:
         ``raise_on_failure`` (a person's command: they should hear of it at once).
         """
         moved = promotion.evolve(updated_at=self.clock.now(), **changes)
-        traffic_changed = actuate and desired_traffic(moved) != desired_traffic(
-            promotion.evolve(actuation_seq=moved.actuation_seq)
-        )
+        traffic_changed = desired_traffic(moved) != desired_traffic(promotion)
         if traffic_changed:
             moved = moved.evolve(actuation_seq=promotion.actuation_seq + 1)
         await self.ledger.save(moved)
@@ -94,15 +91,17 @@ class EngineContext:
             payload.setdefault("reason", moved.reason)
         await self.event(moved, event, payload)
         self.recorder.progress(moved)
-        if traffic_changed:
+        # a new sequence number was just saved, so the ledger cannot hold it as applied yet
+        desired = desired_traffic(moved) if traffic_changed else None
+        if desired is not None:
             try:
-                await self.ensure_applied(moved)
+                await self._apply(moved, desired)
             except ActuationError:
                 if raise_on_failure:
                     raise
-        if moved.phase is Phase.PROMOTED:
-            await self._record_stable(moved)
         if moved.phase.terminal and not promotion.phase.terminal:
+            if moved.phase is Phase.PROMOTED:
+                await self._record_stable(moved)
             self.recorder.finished(moved)
         return moved
 
@@ -112,12 +111,10 @@ class EngineContext:
         if desired is None:
             return
         applied = await self.ledger.traffic(promotion.service, promotion.stage)
-        if (
-            applied is not None
-            and applied.promotion_id == desired.promotion_id
-            and applied.sequence >= desired.sequence
-        ):
-            return
+        if applied is None or not applied.covers(desired):
+            await self._apply(promotion, desired)
+
+    async def _apply(self, promotion: Promotion, desired: TrafficState) -> None:
         with self.tracer.start_as_current_span(
             "promgate.actuate",
             context=promotion_parent(promotion),
@@ -167,9 +164,6 @@ class EngineContext:
         )
 
     async def _record_stable(self, promotion: Promotion) -> None:
-        history = await self.ledger.stable_history(promotion.service, promotion.stage)
-        if history and history[-1].promotion_id == promotion.id:
-            return
         await self.ledger.push_stable(
             StableRelease(
                 promotion.service,

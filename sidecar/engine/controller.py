@@ -18,7 +18,7 @@ from sidecar.domain.policy import Stage
 from sidecar.domain.promotion import Phase, Promotion, PromotionEvent, StableRelease
 from sidecar.engine.context import EngineContext
 from sidecar.engine.runner import PromotionRunner
-from sidecar.engine.traffic import desired_traffic
+from sidecar.engine.traffic import ROUTED_PHASES
 from sidecar.errors import (
     ActuationError,
     ConflictError,
@@ -80,12 +80,7 @@ class Controller:
 
     async def _finish_interrupted_actuations(self) -> None:
         """The newest promotion of each (service, stage) owns its traffic: make it so."""
-        seen: set[tuple[str, str]] = set()
-        for promotion in await self.ctx.ledger.list():
-            key = (promotion.service, promotion.stage)
-            if key in seen or desired_traffic(promotion) is None:
-                continue
-            seen.add(key)
+        for promotion in await self.ctx.ledger.newest(ROUTED_PHASES):
             with contextlib.suppress(ActuationError):
                 await self.ctx.ensure_applied(promotion)
 

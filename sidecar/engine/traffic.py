@@ -10,34 +10,36 @@ from sidecar.domain.promotion import Phase, Promotion
 
 _STABLE_AGAIN = frozenset({Phase.ROLLED_BACK, Phase.ABORTED, Phase.INCONCLUSIVE})
 _NO_TRAFFIC_YET = frozenset({Phase.PENDING, Phase.AWAITING_APPROVAL, Phase.REFUSED})
+ROUTED_PHASES = frozenset(Phase) - _NO_TRAFFIC_YET
+"""The phases in which :func:`desired_traffic` gives a split."""
 
 
 def desired_traffic(promotion: Promotion) -> TrafficState | None:
     """The split for the promotion's phase and weight; None where traffic is not its to set."""
     if promotion.phase in _NO_TRAFFIC_YET:
         return None
-    candidate = _backend(promotion.artifact, promotion.candidate_upstream, 0, "candidate")
+    candidate = _backend(promotion.artifact, promotion.candidate_upstream, "candidate")
     stable = (
-        _backend(promotion.baseline, promotion.baseline_upstream or "", 0, "stable")
+        _backend(promotion.baseline, promotion.baseline_upstream or "", "stable")
         if promotion.baseline
         else None
     )
     preview = None
     kept_until = promotion.extra.get("previous_kept_until")
     if promotion.phase is Phase.PROMOTED and stable is not None and kept_until is not None:
-        backends = [_weighted(candidate, 100), replace(stable, retain_until=float(kept_until))]
+        backends = [replace(candidate, weight=100), replace(stable, retain_until=float(kept_until))]
     elif promotion.phase is Phase.PROMOTED or stable is None:
-        backends = [_weighted(candidate, 100)]
+        backends = [replace(candidate, weight=100)]
     elif promotion.phase in _STABLE_AGAIN:
-        backends = [_weighted(stable, 100)]
+        backends = [replace(stable, weight=100)]
     elif promotion.phase is Phase.POST_PROMOTION:
-        backends = [_weighted(candidate, 100), stable]
+        backends = [replace(candidate, weight=100), stable]
     elif promotion.strategy == "blue_green":
-        backends, preview = [_weighted(stable, 100)], candidate
+        backends, preview = [replace(stable, weight=100)], candidate
     else:
         backends = [
-            _weighted(stable, 100 - promotion.weight),
-            _weighted(candidate, promotion.weight),
+            replace(stable, weight=100 - promotion.weight),
+            replace(candidate, weight=promotion.weight),
         ]
     return TrafficState(
         promotion_id=promotion.id,
@@ -49,9 +51,5 @@ def desired_traffic(promotion: Promotion) -> TrafficState | None:
     )
 
 
-def _backend(artifact: ArtifactRef, upstream: str, weight: int, role: str) -> Backend:
-    return Backend(digest=artifact.digest, upstream=upstream, weight=weight, role=role)
-
-
-def _weighted(backend: Backend, weight: int) -> Backend:
-    return Backend(backend.digest, backend.upstream, weight, backend.role)
+def _backend(artifact: ArtifactRef, upstream: str, role: str) -> Backend:
+    return Backend(digest=artifact.digest, upstream=upstream, weight=0, role=role)

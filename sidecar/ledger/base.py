@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
 from sidecar.actuators.base import TrafficState
 from sidecar.domain.artifact import ArtifactRef
-from sidecar.domain.promotion import Promotion, PromotionEvent, StableRelease
+from sidecar.domain.promotion import Phase, Promotion, PromotionEvent, StableRelease
 
 
 class Ledger(Protocol):
@@ -32,6 +32,10 @@ class Ledger(Protocol):
         self, *, service: str | None = None, stage: str | None = None, active: bool | None = None
     ) -> Sequence[Promotion]:
         """Promotions, newest first, filtered."""
+
+    async def newest(self, phases: Collection[Phase]) -> Sequence[Promotion]:
+        """The newest promotion in one of ``phases`` of each (service, stage), newest first:
+        what :meth:`list` would give first for that (service, stage)."""
 
     async def append_event(
         self, promotion_id: str, kind: str, data: dict[str, Any], at: float

@@ -7,13 +7,13 @@ of the SQLite ledger is.
 from __future__ import annotations
 
 import builtins  # MemoryLedger defines a method named `list`, which hides the type
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sidecar.actuators.base import TrafficState
 from sidecar.domain.artifact import ArtifactRef
-from sidecar.domain.promotion import Promotion, PromotionEvent, StableRelease
+from sidecar.domain.promotion import Phase, Promotion, PromotionEvent, StableRelease
 from sidecar.ledger import rules
 
 
@@ -87,6 +87,13 @@ class MemoryLedger:
             and (stage is None or p.stage == stage)
             and (active is None or p.active == active)
         ]
+
+    async def newest(self, phases: Collection[Phase]) -> Sequence[Promotion]:
+        newest: dict[tuple[str, str], Promotion] = {}
+        for p in await self.list():
+            if p.phase in phases:
+                newest.setdefault((p.service, p.stage), p)
+        return builtins.list(newest.values())
 
     async def append_event(
         self, promotion_id: str, kind: str, data: dict[str, Any], at: float

@@ -11,7 +11,7 @@ import asyncio
 import functools
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -86,6 +86,7 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 _TERMINAL = tuple(phase.value for phase in Phase if phase.terminal)
 _TERMINAL_MARKS = ", ".join("?" * len(_TERMINAL))
 _STABLE_COLUMNS = "service, stage, artifact, upstream, promotion_id, promoted_at, version"
+_BUSY_TIMEOUT_S = 5.0  # how long a write waits for another process's transaction
 
 
 def _in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -136,9 +137,8 @@ def _stable_release(row: tuple[Any, ...]) -> StableRelease:
 class SqliteLedger:
     """A :class:`~sidecar.ledger.base.Ledger` in a SQLite file; its directory is created."""
 
-    def __init__(self, path: Path | str, *, busy_timeout: float = 5.0) -> None:
+    def __init__(self, path: Path | str) -> None:
         self._path = Path(path)
-        self._busy_timeout = busy_timeout
         self._lock = asyncio.Lock()
         self._conn: sqlite3.Connection | None = None
 
@@ -221,11 +221,28 @@ class SqliteLedger:
             f"SELECT id, body FROM promotions WHERE {' AND '.join(where)} "
             "ORDER BY created_at DESC, rowid DESC"
         )
+        return await self._promotions("list promotions", query, params)
+
+    async def newest(self, phases: Collection[Phase]) -> Sequence[Promotion]:
+        values = [phase.value for phase in phases]
+        # numbered newest first within each (service, stage), in list()'s order
+        query = (
+            "SELECT id, body FROM (SELECT id, body, created_at, rowid AS r, ROW_NUMBER() OVER "
+            "(PARTITION BY service, stage ORDER BY created_at DESC, rowid DESC) AS n "
+            f"FROM promotions WHERE phase IN ({', '.join('?' * len(values))})) "
+            "WHERE n = 1 ORDER BY created_at DESC, r DESC"
+        )
+        return await self._promotions("read the newest promotions", query, values)
+
+    async def _promotions(
+        self, action: str, query: str, params: Sequence[Any]
+    ) -> Sequence[Promotion]:
+        """The promotions whose (id, body) rows ``query`` selects, in its order."""
 
         def select(conn: sqlite3.Connection) -> list[tuple[str, str]]:
             return [(str(i), str(b)) for i, b in conn.execute(query, params).fetchall()]
 
-        rows = await self._read("list promotions", select)
+        rows = await self._read(action, select)
         return [rules.load_promotion(self._what(f"promotion {i!r}"), body) for i, body in rows]
 
     async def append_event(
@@ -402,7 +419,7 @@ class SqliteLedger:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(
             self._path,
-            timeout=self._busy_timeout,
+            timeout=_BUSY_TIMEOUT_S,
             isolation_level=None,  # transactions are explicit: see _in_transaction
             check_same_thread=False,  # worker threads take turns under self._lock
         )

@@ -6,7 +6,6 @@ import asyncio
 import bisect
 import contextlib
 import datetime
-import json
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -14,14 +13,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sidecar.analysis.endpoint import Endpoint
+from sidecar.analysis.prometheus import clip, many_series
 from sidecar.domain.measurement import Measurement
 from sidecar.engine.clock import Clock
 from sidecar.errors import InputError, ProviderError
 
 MAX_WINDOW_S = 24 * 3600.0
 _POINTS_PER_REQUEST = 10_000  # Prometheus refuses more than 11,000 points per series
-_SHOWN_SERIES = 3
-_SHOWN_CHARS = 400
 _EPOCH = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 _LATEST_EPOCH_S = 1e11  # year 5138: a larger number is milliseconds, not seconds
 
@@ -159,7 +157,7 @@ class PrometheusRangeClient:
             raise ProviderError(
                 self._redact(
                     f"cannot read {iso(start)} .. {iso(end)} from Prometheus at "
-                    f"{self.display_url}: {type(exc).__name__}: {_clip(str(exc))}"
+                    f"{self.display_url}: {type(exc).__name__}: {clip(str(exc))}"
                 )
             ) from None
         return _parse_matrix(result)
@@ -171,30 +169,21 @@ class PrometheusRangeClient:
 def _parse_matrix(result: Any) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
     """The ``result`` of a range query: a list of ``{metric, values: [[t, "v"], ...]}``."""
     if not isinstance(result, list):
-        raise ProviderError(f"range result is not a list: {_clip(repr(result))}")
+        raise ProviderError(f"range result is not a list: {clip(repr(result))}")
     parsed = []
     for series in result:
         metric = series.get("metric") if isinstance(series, dict) else None
         values = series.get("values") if isinstance(series, dict) else None
         if not isinstance(metric, dict) or not isinstance(values, list):
-            raise ProviderError(f"range series is not {{metric, values}}: {_clip(repr(series))}")
+            raise ProviderError(f"range series is not {{metric, values}}: {clip(repr(series))}")
         points = []
         for pair in values:
             try:
                 points.append((float(pair[0]), float(pair[1])))
             except (TypeError, ValueError, IndexError, KeyError):
-                raise ProviderError(f"sample is not [time, value]: {_clip(repr(pair))}") from None
+                raise ProviderError(f"sample is not [time, value]: {clip(repr(pair))}") from None
         parsed.append(({str(k): str(v) for k, v in metric.items()}, points))
     return parsed
-
-
-def _clip(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."
-
-
-def _labels(labels: Mapping[str, str]) -> str:
-    return "{" + ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(labels.items())) + "}"
 
 
 # --- the historical source ----------------------------------------------------------------
@@ -278,12 +267,9 @@ class HistoricalSource:
         if not found:
             return Measurement.no_data(f"empty result at {iso(now)}")
         if len(found) > 1:
-            shown = ", ".join(_labels(s.labels) for s, _ in found[:_SHOWN_SERIES])
-            more = f" and {len(found) - _SHOWN_SERIES} more" if len(found) > _SHOWN_SERIES else ""
+            labels = [one.labels for one, _ in found]
             return Measurement.provider_error(
-                f"query {promql!r}: query must aggregate to one series (e.g. sum(...) or "
-                f"sum by () (...)), got {len(found)} series at {iso(now)}: "
-                f"{_clip(shown)}{more}"
+                f"query {promql!r}: {many_series(labels, at=f' at {iso(now)}')}"
             )
         return Measurement.of(found[0][1])
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sidecar.domain.promotion import Phase
-from sidecar.progress import outcome_exit_code
+from sidecar.progress import number, outcome_exit_code
 from sidecar.replay.history import iso
 from sidecar.replay.run import CAVEAT, ReplayResult, ReplayRow
 
@@ -64,18 +64,14 @@ def _row_line(row: ReplayRow) -> str:
 def _gate_text(gate: Mapping[str, Any]) -> str:
     text = f"{gate.get('gate')} {gate.get('result')}"
     if gate.get("value") is not None or gate.get("threshold") is not None:
-        text += f" {_number(gate.get('value'))} vs {_number(gate.get('threshold'))}"
+        text += f" {number(gate.get('value'))} vs {number(gate.get('threshold'))}"
     if gate.get("classification"):
         text += f" ({gate['classification']}{' hard' if gate.get('hard') else ''})"
     if gate.get("e_value") is not None:
-        text += f" e-value {_number(gate['e_value'])}"
+        text += f" e-value {number(gate['e_value'])}"
     if gate.get("clearance") is not None:
-        text += f" clearance {_number(gate['clearance'])}"
+        text += f" clearance {number(gate['clearance'])}"
     return text
-
-
-def _number(value: Any) -> str:
-    return "-" if value is None else f"{value:.4g}"
 
 
 def _duration(seconds: float) -> str:

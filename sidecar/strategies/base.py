@@ -26,11 +26,6 @@ class ActionKind(StrEnum):
     INCONCLUSIVE = "inconclusive"  # no evidence in time: traffic back, release not blamed
 
 
-TERMINAL_ACTIONS = frozenset(
-    {ActionKind.PROMOTE, ActionKind.ROLLBACK, ActionKind.ABORT, ActionKind.INCONCLUSIVE}
-)
-
-
 @dataclass(frozen=True)
 class Action:
     kind: ActionKind
@@ -108,20 +103,30 @@ def guard(
     return None
 
 
-def step_elapsed(promotion: Promotion, duration: float, now: float) -> bool:
-    started = promotion.step_started_at
-    return started is not None and now - started >= duration
-
-
-def awaiting_clearance(
-    promotion: Promotion, verdict: StepVerdict, duration: float, analysis: Analysis, now: float
+def step_pending(
+    promotion: Promotion,
+    verdict: StepVerdict,
+    analysis: Analysis,
+    duration: float,
+    now: float,
+    *,
+    in_progress: str,
 ) -> Action | None:
-    """A step that has run its ``duration`` but whose gates have not yet ruled out the
+    """What every strategy does before its step may pass, or None once it may.
+
+    First :func:`guard`; then WAIT (``in_progress``) until the step has run its
+    ``duration``. A step that has run its time but whose gates have not yet ruled out the
     regression they must (``detect``) keeps going; after ``noDataTimeout`` more it stops
-    as inconclusive. None when the step may pass."""
+    as inconclusive.
+    """
+    guarded = guard(promotion, verdict, analysis, now)
+    if guarded is not None:
+        return guarded
+    started = promotion.step_started_at
+    if started is None or now - started < duration:
+        return Action(ActionKind.WAIT, reason=in_progress)
     if verdict.cleared:
         return None
-    started = promotion.step_started_at if promotion.step_started_at is not None else now
     waited = now - (started + duration)
     if waited >= analysis.no_data_timeout:
         return Action(

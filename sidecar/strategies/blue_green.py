@@ -11,13 +11,7 @@ from dataclasses import dataclass
 from sidecar.analysis.judge import StepVerdict
 from sidecar.domain.policy import Analysis, BlueGreen
 from sidecar.domain.promotion import Phase, Promotion
-from sidecar.strategies.base import (
-    Action,
-    ActionKind,
-    awaiting_clearance,
-    guard,
-    step_elapsed,
-)
+from sidecar.strategies.base import Action, ActionKind, step_pending
 
 
 @dataclass(frozen=True)
@@ -34,17 +28,19 @@ class BlueGreenStrategy:
         )
 
     def next_action(self, promotion: Promotion, verdict: StepVerdict, now: float) -> Action:
-        guarded = guard(promotion, verdict, self.analysis, now)
-        if guarded is not None:
-            return guarded
         post = promotion.phase is Phase.POST_PROMOTION
         duration = self.spec.post_promotion if post else self.spec.preview
-        if not step_elapsed(promotion, duration, now):
-            phase = "post-promotion" if post else "preview"
-            return Action(ActionKind.WAIT, reason=f"{phase} analysis in progress")
-        waiting = awaiting_clearance(promotion, verdict, duration, self.analysis, now)
-        if waiting is not None:
-            return waiting
+        phase = "post-promotion" if post else "preview"
+        pending = step_pending(
+            promotion,
+            verdict,
+            self.analysis,
+            duration,
+            now,
+            in_progress=f"{phase} analysis in progress",
+        )
+        if pending is not None:
+            return pending
         if post:
             return Action(
                 ActionKind.PROMOTE,

@@ -7,13 +7,7 @@ from dataclasses import dataclass
 from sidecar.analysis.judge import StepVerdict
 from sidecar.domain.policy import Analysis, Canary
 from sidecar.domain.promotion import Promotion
-from sidecar.strategies.base import (
-    Action,
-    ActionKind,
-    awaiting_clearance,
-    guard,
-    step_elapsed,
-)
+from sidecar.strategies.base import Action, ActionKind, step_pending
 
 
 @dataclass(frozen=True)
@@ -30,16 +24,16 @@ class CanaryStrategy:
         )
 
     def next_action(self, promotion: Promotion, verdict: StepVerdict, now: float) -> Action:
-        guarded = guard(promotion, verdict, self.analysis, now)
-        if guarded is not None:
-            return guarded
-        if not step_elapsed(promotion, self.spec.step_duration, now):
-            return Action(ActionKind.WAIT, reason="step in progress; gates pass")
-        waiting = awaiting_clearance(
-            promotion, verdict, self.spec.step_duration, self.analysis, now
+        pending = step_pending(
+            promotion,
+            verdict,
+            self.analysis,
+            self.spec.step_duration,
+            now,
+            in_progress="step in progress; gates pass",
         )
-        if waiting is not None:
-            return waiting
+        if pending is not None:
+            return pending
         following = promotion.step_index + 1
         if following >= len(self.spec.steps) or self.spec.steps[promotion.step_index] >= 100:
             return Action(

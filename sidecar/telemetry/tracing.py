@@ -14,7 +14,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.trace import Link
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from sidecar.domain.promotion import Promotion
@@ -60,16 +60,7 @@ def traceparent_of(span: trace.Span) -> str:
 
 def promotion_parent(promotion: Promotion) -> Any:
     """The context under which every span of ``promotion`` is made."""
-    if not promotion.traceparent:
-        return None
-    parts = promotion.traceparent.split("-")
-    span_context = SpanContext(
-        trace_id=int(parts[1], 16),
-        span_id=int(parts[2], 16),
-        is_remote=True,
-        trace_flags=TraceFlags(int(parts[3], 16)),
-    )
-    return trace.set_span_in_context(NonRecordingSpan(span_context))
+    return context_from_traceparent(promotion.traceparent)
 
 
 def release_attributes(promotion: Promotion) -> dict[str, Any]:

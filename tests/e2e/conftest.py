@@ -36,14 +36,14 @@ from sidecar.client import ApiClient
 from sidecar.demo import demo_digest, demo_manifest
 from sidecar.loadgen import LoadGenerator
 from tests.support.processes import (
-    DEMO_SERVICE,
     REPO_ROOT,
     ManagedProcess,
     free_port,
-    metric_value,
+    launch_demo_service,
     serve_app,
     start_prometheus,
     url_is_ok,
+    wait_answering,
     wait_until,
 )
 
@@ -113,19 +113,6 @@ class Service:
             body: dict[str, Any] = await response.json()
             assert response.status == 200, body
             return body
-
-    async def request_counts(self) -> dict[str, float]:
-        """This service's own request counters by status code, read from its /metrics."""
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
-            session.get(f"{self.url}/metrics") as response,
-        ):
-            text = await response.text()
-        labels = {"version": self.version, "digest": demo_digest(self.version)}
-        return {
-            code: metric_value(text, "demo_requests_total", {**labels, "code": code}) or 0.0
-            for code in ("200", "500")
-        }
 
 
 @dataclass(frozen=True)
@@ -299,19 +286,14 @@ class Stack:
         for stage, versions in self.versions.items():
             for version in versions:
                 port = free_port()
-                process = ManagedProcess(
-                    [
-                        sys.executable,
-                        str(DEMO_SERVICE),
-                        f"--port={port}",
-                        f"--version={version}",
-                        f"--digest={demo_digest(version)}",
-                        "--error-rate=0",
-                        f"--latency-ms={BASE_LATENCY_MS:g}",
-                    ],
+                process = launch_demo_service(
                     self.logs,
+                    port=port,
+                    version=version,
+                    digest=demo_digest(version),
+                    latency_ms=BASE_LATENCY_MS,
                     name=f"service-{stage}-{version}",
-                ).start()
+                )
                 self.services[(version, stage)] = Service(version, stage, port, process)
 
         async def all_healthy() -> bool:
@@ -364,23 +346,20 @@ class Stack:
         """Start ``promgate serve`` on the stack's ports and ledger; wait until /readyz."""
         if self.sidecar is not None and self.sidecar.running:
             raise RuntimeError("the sidecar is already running")
-        process = ManagedProcess(
+        self.sidecar = ManagedProcess(
             self.sidecar_argv(),
             self.logs,
             name="sidecar",
             env=self.sidecar_env(),
             cwd=self.workdir,
         ).start()
-        self.sidecar = process
-
-        async def ready() -> bool:
-            if not process.running:
-                raise RuntimeError(
-                    f"the sidecar exited with {process.returncode}:\n{process.log_tail()}"
-                )
-            return await url_is_ok(f"{self.api_url}/readyz", timeout_s=1.0)
-
-        await wait_until(ready, 20, what="the sidecar to be ready", interval_s=0.1)
+        await wait_answering(
+            self.sidecar,
+            f"{self.api_url}/readyz",
+            20,
+            what="the sidecar to be ready",
+            request_timeout_s=1.0,
+        )
 
     async def kill_sidecar(self) -> int:
         """SIGKILL the sidecar, as a crash would; returns its exit status."""
@@ -397,17 +376,15 @@ class Stack:
     async def restart_prometheus(self) -> None:
         """Start Prometheus again with the same argv: same port, config and data directory."""
         assert self.prometheus is not None and not self.prometheus.running
-        process = ManagedProcess(
+        self.prometheus = ManagedProcess(
             self.prometheus.argv, self.prometheus.log_path.parent, name="prometheus"
         ).start()
-        self.prometheus = process
-
-        async def ready() -> bool:
-            if not process.running:
-                raise RuntimeError(f"prometheus exited on restart:\n{process.log_tail()}")
-            return await url_is_ok(f"{self.prometheus_url}/-/ready")
-
-        await wait_until(ready, 30, what="the restarted Prometheus to be ready")
+        await wait_answering(
+            self.prometheus,
+            f"{self.prometheus_url}/-/ready",
+            30,
+            what="the restarted Prometheus to be ready",
+        )
 
     async def stop(self) -> None:
         """Stop everything this stack started, in reverse order; never raises."""

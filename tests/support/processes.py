@@ -13,7 +13,6 @@ from sidecar.domain.measurement import Measurement
 from sidecar.localrun import (
     ManagedProcess,
     free_port,
-    prometheus_binary,
     start_prometheus,
     url_is_ok,
     wait_until,
@@ -21,13 +20,16 @@ from sidecar.localrun import (
 
 __all__ = [
     "DEMO_SERVICE",
+    "REPO_ROOT",
     "ManagedProcess",
     "free_port",
+    "launch_demo_service",
     "metric_value",
-    "prometheus_binary",
     "serve_app",
     "start_demo_service",
     "start_prometheus",
+    "url_is_ok",
+    "wait_answering",
     "wait_for_value",
     "wait_until",
 ]
@@ -49,6 +51,54 @@ async def serve_app(app: web.Application) -> tuple[web.AppRunner, str]:
     return runner, f"http://{host}:{port}"
 
 
+def launch_demo_service(
+    log_dir: Path,
+    *,
+    port: int,
+    version: str,
+    digest: str,
+    error_rate: float = 0.0,
+    latency_ms: float = 5.0,
+    name: str | None = None,
+) -> ManagedProcess:
+    """Start the example service on 127.0.0.1:``port`` as a subprocess, without waiting."""
+    return ManagedProcess(
+        [
+            sys.executable,
+            str(DEMO_SERVICE),
+            f"--port={port}",
+            f"--version={version}",
+            f"--digest={digest}",
+            f"--error-rate={error_rate}",
+            f"--latency-ms={latency_ms}",
+        ],
+        log_dir,
+        name=name or f"demo-{version}",
+    ).start()
+
+
+async def wait_answering(
+    process: ManagedProcess,
+    url: str,
+    timeout_s: float,
+    *,
+    what: str,
+    interval_s: float = 0.1,
+    request_timeout_s: float = 2.0,
+) -> None:
+    """Poll ``url`` until it answers 200; fail at once, with its log, if ``process`` exits."""
+
+    async def answering() -> bool:
+        if not process.running:
+            raise RuntimeError(
+                f"{process.name} exited with {process.returncode} while waiting for {what}:\n"
+                f"{process.log_tail()}"
+            )
+        return await url_is_ok(url, timeout_s=request_timeout_s)
+
+    await wait_until(answering, timeout_s, what=what, interval_s=interval_s)
+
+
 async def start_demo_service(
     log_dir: Path,
     *,
@@ -60,28 +110,19 @@ async def start_demo_service(
 ) -> tuple[ManagedProcess, str]:
     """Start the example service as a subprocess and wait until /healthz answers."""
     port = free_port()
-    process = ManagedProcess(
-        [
-            sys.executable,
-            str(DEMO_SERVICE),
-            f"--port={port}",
-            f"--version={version}",
-            f"--digest={digest}",
-            f"--error-rate={error_rate}",
-            f"--latency-ms={latency_ms}",
-        ],
+    process = launch_demo_service(
         log_dir,
-        name=f"demo-{version}",
-    ).start()
+        port=port,
+        version=version,
+        digest=digest,
+        error_rate=error_rate,
+        latency_ms=latency_ms,
+    )
     base_url = f"http://127.0.0.1:{port}"
-
-    async def healthy() -> bool:
-        if not process.running:
-            raise RuntimeError(f"demo service exited early:\n{process.log_tail()}")
-        return await url_is_ok(f"{base_url}/healthz")
-
     try:
-        await wait_until(healthy, timeout_s, what=f"demo service {version} at {base_url}")
+        await wait_answering(
+            process, f"{base_url}/healthz", timeout_s, what=f"demo service {version} at {base_url}"
+        )
     except BaseException:
         await process.stop()
         raise

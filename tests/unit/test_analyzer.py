@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from opentelemetry.sdk.trace import TracerProvider
 
 from sidecar.analysis.analyzer import Analyzer
@@ -32,8 +31,6 @@ from sidecar.analysis.judge import (
 from sidecar.analysis.prometheus import NullMetricsSource, PrometheusSource
 from sidecar.analysis.sequential import clearance_test, sequential_test
 from sidecar.domain.policy import SloGate
-from tests.conftest import PrometheusFactory
-from tests.support.processes import wait_for_value
 
 CANDIDATE = {"role": "candidate"}
 BASELINE = {"role": "baseline"}
@@ -60,22 +57,11 @@ class Recording:
         return self.inner.judge(gate, evidence, recent)
 
 
-@pytest_asyncio.fixture
-async def source(prometheus_factory: PrometheusFactory) -> AsyncIterator[PrometheusSource]:
-    _, base_url = await prometheus_factory({})
-    source = PrometheusSource(base_url, timeout_s=5.0, attempts=2, backoff_initial_s=0.05)
-    try:
-        await wait_for_value(source, "time()")
-        yield source
-    finally:
-        await source.close()
-
-
-async def test_new_step_carries_the_counts_over(source: PrometheusSource) -> None:
+async def test_new_step_carries_the_counts_over(time_source: PrometheusSource) -> None:
     """After new_step the judge sees the current step's counts alone, the earlier steps'
     counts as ``earlier`` (oldest first), and tests the whole release with them."""
     judge = Recording(SequentialJudge(alpha=0.01, power=0.95))
-    analyzer = Analyzer(source, judge, [GATE], TracerProvider().get_tracer("test"))
+    analyzer = Analyzer(time_source, judge, [GATE], TracerProvider().get_tracer("test"))
 
     async def evaluate() -> tuple[StepCounts | None, StepVerdict]:
         await asyncio.sleep(0.25)
@@ -119,14 +105,14 @@ async def test_new_step_carries_the_counts_over(source: PrometheusSource) -> Non
     assert len(steps) == 3
 
 
-async def test_restored_evidence_continues_the_same_counts(source: PrometheusSource) -> None:
+async def test_restored_evidence_continues_the_same_counts(time_source: PrometheusSource) -> None:
     """A new analyzer (a restarted sidecar) given the old one's evidence, as the ledger
     stores it, carries on with the same counts: the earlier steps as they were, the current
     step's counts plus the new analyzer's windows. Its first reading only starts its own
     counters, so nothing the old analyzer counted is counted twice."""
     tracer = TracerProvider().get_tracer("test")
     old_judge = Recording(SequentialJudge(alpha=0.01, power=0.95))
-    old = Analyzer(source, old_judge, [GATE], tracer)
+    old = Analyzer(time_source, old_judge, [GATE], tracer)
     for index in range(5):  # start, a window; new step, two windows
         if index == 2:
             old.new_step()
@@ -138,7 +124,7 @@ async def test_restored_evidence_continues_the_same_counts(source: PrometheusSou
     assert list(saved) == ["errors"]
 
     judge = Recording(SequentialJudge(alpha=0.01, power=0.95))
-    new = Analyzer(source, judge, [GATE], tracer)
+    new = Analyzer(time_source, judge, [GATE], tracer)
     new.restore(saved)
     assert new.evidence() == saved
 
@@ -246,12 +232,12 @@ def _ratio_gate(name: str, rate: int) -> SloGate:
     )
 
 
-async def test_ratio_gates_judge_their_windows_together(source: PrometheusSource) -> None:
+async def test_ratio_gates_judge_their_windows_together(time_source: PrometheusSource) -> None:
     """Two ratio gates whose requests come at 100/s and 60/s, evaluated every quarter
     second: each evaluation judges both of them or neither, so the step never sees them
     take turns at lacking data (which would keep it waiting for ever)."""
     gates = [_ratio_gate("fast", 100), _ratio_gate("slow", 60)]
-    analyzer = Analyzer(source, ThresholdJudge(), gates, TracerProvider().get_tracer("test"))
+    analyzer = Analyzer(time_source, ThresholdJudge(), gates, TracerProvider().get_tracer("test"))
     seen: list[tuple[GateResult, GateResult]] = []
     reasons: list[str] = []
     for _ in range(14):

@@ -31,6 +31,7 @@ from sidecar.telemetry.metrics import PrometheusRecorder
 from sidecar.testing import RecordingActuator
 from tests.conftest import HttpServer
 from tests.support.manifests import manifest
+from tests.support.processes import wait_until
 
 POLICY = """
 apiVersion: promgate/v1
@@ -121,14 +122,18 @@ class Api:
 
     async def wait_phase(self, promotion_id: str, *phases: str) -> dict[str, Any]:
         """Poll until the promotion reaches one of ``phases``; fail after a deadline."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10.0
-        while True:
+        body: dict[str, Any] = {}
+
+        async def reached() -> bool:
+            nonlocal body
             _, body, _ = await self.call("GET", f"/v1/promotions/{promotion_id}")
-            if body["phase"] in phases:
-                return dict(body)
-            assert loop.time() < deadline, f"{promotion_id} stuck in {body['phase']}"
-            await asyncio.sleep(0.02)
+            return body["phase"] in phases
+
+        try:
+            await wait_until(reached, 10.0, what=f"{promotion_id} in {phases}", interval_s=0.02)
+        except TimeoutError:
+            raise AssertionError(f"{promotion_id} stuck in {body['phase']}") from None
+        return dict(body)
 
     async def promoted(self, stage: str, **fields: Any) -> dict[str, Any]:
         status, body = await self.create(stage, **fields)

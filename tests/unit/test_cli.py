@@ -7,7 +7,6 @@ import io
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,11 @@ from sidecar.domain.promotion import Phase, Promotion, PromotionEvent
 from sidecar.errors import ConflictError, ProblemsError, PromgateError
 from sidecar.localrun import free_port
 from sidecar.progress import ProgressView, follow, outcome_exit_code, summarize_gates
+from tests.conftest import HttpServer
 
 TOKEN = "tok-7f3a9c-never-print-me"
 CANDIDATE = "registry.example.com/shop/checkout:1.5.0@sha256:" + "c" * 64
 BASELINE = "registry.example.com/shop/checkout:1.4.2@sha256:" + "b" * 64
-HttpServer = Callable[[web.Application], Awaitable[str]]
 
 VALID_POLICY = """\
 apiVersion: promgate/v1

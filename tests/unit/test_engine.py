@@ -27,10 +27,8 @@ from sidecar.ledger.memory import MemoryLedger
 from sidecar.localrun import wait_until
 from sidecar.telemetry.metrics import PrometheusRecorder
 from sidecar.testing import FakeClock, RecordingActuator
-from tests.conftest import PrometheusFactory
 from tests.support.manifests import manifest
 from tests.support.policies import policy
-from tests.support.processes import wait_for_value
 
 
 def release(digest_char: str, version: str, **changes: Any) -> dict[str, Any]:
@@ -325,7 +323,7 @@ def judged_requests(events: Sequence[PromotionEvent]) -> list[float]:
 
 
 async def test_evaluations_save_the_evidence_and_a_restart_resumes_it(
-    prometheus_factory: PrometheusFactory,
+    time_source: PrometheusSource,
 ) -> None:
     """Each evaluation saves the sequential test's counts with the promotion (every window
     a verdict judged, the first step's as an earlier step); an engine restarted mid-step
@@ -334,59 +332,53 @@ async def test_evaluations_save_the_evidence_and_a_restart_resumes_it(
     The gate's counters are PromQL's ``time()`` scaled, so each evaluation on the real
     Prometheus judges a fresh window of a few hundred requests on both sides.
     """
-    _, base_url = await prometheus_factory({})
-    source = PrometheusSource(base_url, timeout_s=5.0, attempts=2, backoff_initial_s=0.05)
     options: dict[str, Any] = {"interval": "500ms", "gate": TIMED_GATE, "step_duration": "3s"}
-    try:
-        await wait_for_value(source, "time()")
-        ledger = MemoryLedger()
-        controller, _ = build(ledger, SystemClock(), source=source, **options)
-        await controller.start()
-        await first_release(controller)
-        candidate = await controller.create(
-            release("b", "1.1.0"), "staging", upstream="http://127.0.0.1:9002"
-        )
+    ledger = MemoryLedger()
+    controller, _ = build(ledger, SystemClock(), source=time_source, **options)
+    await controller.start()
+    await first_release(controller)
+    candidate = await controller.create(
+        release("b", "1.1.0"), "staging", upstream="http://127.0.0.1:9002"
+    )
 
-        async def second_step_counted() -> bool:
-            stored = (await ledger.get(candidate.id)).extra.get(EVIDENCE) or {}
-            if "errors" not in stored:
-                return False
-            step = StepCounts.from_json(stored["errors"])
-            return len(step.earlier) == 1 and step.candidate_total > 0
+    async def second_step_counted() -> bool:
+        stored = (await ledger.get(candidate.id)).extra.get(EVIDENCE) or {}
+        if "errors" not in stored:
+            return False
+        step = StepCounts.from_json(stored["errors"])
+        return len(step.earlier) == 1 and step.candidate_total > 0
 
-        await wait_until(second_step_counted, 20, what="counts of the second step", interval_s=0.02)
-        await controller.stop()
-        stopped = await ledger.get(candidate.id)
-        assert (stopped.phase, stopped.step_index) == (Phase.PROGRESSING, 1), stopped.reason
-        saved = stopped.extra[EVIDENCE]
-        assert list(saved) == ["errors"]
-        before = StepCounts.from_json(saved["errors"])
-        [first_step] = before.earlier
-        assert first_step.candidate_total > 0 and first_step.baseline_total > 0
-        assert before.baseline_total > 0
-        judged = judged_requests(await ledger.events(candidate.id))
-        assert len(judged) >= 2
-        assert first_step.candidate_total + before.candidate_total == pytest.approx(sum(judged))
+    await wait_until(second_step_counted, 20, what="counts of the second step", interval_s=0.02)
+    await controller.stop()
+    stopped = await ledger.get(candidate.id)
+    assert (stopped.phase, stopped.step_index) == (Phase.PROGRESSING, 1), stopped.reason
+    saved = stopped.extra[EVIDENCE]
+    assert list(saved) == ["errors"]
+    before = StepCounts.from_json(saved["errors"])
+    [first_step] = before.earlier
+    assert first_step.candidate_total > 0 and first_step.baseline_total > 0
+    assert before.baseline_total > 0
+    judged = judged_requests(await ledger.events(candidate.id))
+    assert len(judged) >= 2
+    assert first_step.candidate_total + before.candidate_total == pytest.approx(sum(judged))
 
-        restarted, _ = build(ledger, SystemClock(), source=source, **options)
-        await restarted.start()
+    restarted, _ = build(ledger, SystemClock(), source=time_source, **options)
+    await restarted.start()
 
-        async def counted_again() -> bool:
-            return bool((await ledger.get(candidate.id)).extra.get(EVIDENCE) != saved)
+    async def counted_again() -> bool:
+        return bool((await ledger.get(candidate.id)).extra.get(EVIDENCE) != saved)
 
-        # the first evaluation only starts the new analyzer's counters: the counts it saves
-        # are the restored ones, unchanged; the next one adds a window to them
-        await wait_until(counted_again, 10, what="a window counted after the restart")
-        await restarted.stop()
-        resumed = (await ledger.get(candidate.id)).extra[EVIDENCE]
-        assert list(resumed) == ["errors"]
-        after = StepCounts.from_json(resumed["errors"])
-        assert after.earlier == before.earlier
-        assert all(a >= b for a, b in zip(after.counts, before.counts, strict=True))
-        events = await ledger.events(candidate.id)
-        resumed_at = max(e.seq for e in events if e.kind == "resumed")
-        since = judged_requests([e for e in events if e.seq > resumed_at])
-        assert since, "no window judged after the restart"
-        assert after.candidate_total == pytest.approx(before.candidate_total + sum(since))
-    finally:
-        await source.close()
+    # the first evaluation only starts the new analyzer's counters: the counts it saves
+    # are the restored ones, unchanged; the next one adds a window to them
+    await wait_until(counted_again, 10, what="a window counted after the restart")
+    await restarted.stop()
+    resumed = (await ledger.get(candidate.id)).extra[EVIDENCE]
+    assert list(resumed) == ["errors"]
+    after = StepCounts.from_json(resumed["errors"])
+    assert after.earlier == before.earlier
+    assert all(a >= b for a, b in zip(after.counts, before.counts, strict=True))
+    events = await ledger.events(candidate.id)
+    resumed_at = max(e.seq for e in events if e.kind == "resumed")
+    since = judged_requests([e for e in events if e.seq > resumed_at])
+    assert since, "no window judged after the restart"
+    assert after.candidate_total == pytest.approx(before.candidate_total + sum(since))

@@ -156,6 +156,24 @@ async def test_list_breaks_ties_by_creation_order(ledger: Ledger) -> None:
     assert [p.id for p in await ledger.list()] == ["third", "second", "first"]
 
 
+async def test_newest_gives_one_promotion_per_stage_in_the_given_phases(ledger: Ledger) -> None:
+    """Per (service, stage), what list() would give first among the phases asked for;
+    ties go to the later record, as in list()."""
+    await ledger.create(promotion("old", phase=Phase.PROMOTED, created_at=1.0))
+    await ledger.create(promotion("newer", phase=Phase.ROLLED_BACK, created_at=3.0))
+    await ledger.create(promotion("refused", phase=Phase.REFUSED, created_at=4.0))
+    await ledger.create(promotion("staging-a", stage="staging", phase=Phase.PROMOTED,
+                                  created_at=2.0))  # fmt: skip
+    await ledger.create(promotion("staging-b", stage="staging", phase=Phase.PROMOTED,
+                                  created_at=2.0))  # fmt: skip
+    await ledger.create(promotion("cart", service="cart", phase=Phase.ABORTED, created_at=5.0))
+
+    routed = {Phase.PROMOTED, Phase.ROLLED_BACK}
+    assert [p.id for p in await ledger.newest(routed)] == ["newer", "staging-b"]
+    assert [p.id for p in await ledger.newest({Phase.PROMOTED})] == ["staging-b", "old"]
+    assert await ledger.newest({Phase.PROGRESSING}) == []
+
+
 async def test_second_active_promotion_of_a_stage_conflicts(ledger: Ledger) -> None:
     first = promotion("p1")
     await ledger.create(first)
@@ -339,38 +357,42 @@ async def test_sqlite_state_survives_reopening(tmp_path: Path) -> None:
         await second.close()
 
 
-async def test_sqlite_concurrent_appends_get_gap_free_seqs(tmp_path: Path) -> None:
+@pytest.fixture
+async def sqlite_with_p1(tmp_path: Path) -> AsyncIterator[SqliteLedger]:
+    """An open SQLite ledger holding promotion p1; closed after."""
     ledger = SqliteLedger(tmp_path / "ledger.db")
     await ledger.open()
     try:
         await ledger.create(promotion("p1"))
-        appended = await asyncio.gather(
-            *(ledger.append_event("p1", "step", {"n": n}, float(n)) for n in range(200))
-        )
-        assert sorted(e.seq for e in appended) == list(range(1, 201))
-        stored = await ledger.events("p1")
-        assert [e.seq for e in stored] == list(range(1, 201))
-        assert {e.data["n"] for e in stored} == set(range(200))
+        yield ledger
     finally:
         await ledger.close()
 
 
-async def test_sqlite_cancelled_calls_leave_the_ledger_usable(tmp_path: Path) -> None:
-    ledger = SqliteLedger(tmp_path / "ledger.db")
-    await ledger.open()
-    try:
-        await ledger.create(promotion("p1"))
-        tasks = [
-            asyncio.create_task(ledger.append_event("p1", "step", {}, float(n))) for n in range(50)
-        ]
-        await asyncio.sleep(0.001)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        after = await ledger.append_event("p1", "step", {}, 99.0)
-        assert [e.seq for e in await ledger.events("p1")] == list(range(1, after.seq + 1))
-    finally:
-        await ledger.close()
+async def test_sqlite_concurrent_appends_get_gap_free_seqs(sqlite_with_p1: SqliteLedger) -> None:
+    ledger = sqlite_with_p1
+    appended = await asyncio.gather(
+        *(ledger.append_event("p1", "step", {"n": n}, float(n)) for n in range(200))
+    )
+    assert sorted(e.seq for e in appended) == list(range(1, 201))
+    stored = await ledger.events("p1")
+    assert [e.seq for e in stored] == list(range(1, 201))
+    assert {e.data["n"] for e in stored} == set(range(200))
+
+
+async def test_sqlite_cancelled_calls_leave_the_ledger_usable(
+    sqlite_with_p1: SqliteLedger,
+) -> None:
+    ledger = sqlite_with_p1
+    tasks = [
+        asyncio.create_task(ledger.append_event("p1", "step", {}, float(n))) for n in range(50)
+    ]
+    await asyncio.sleep(0.001)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    after = await ledger.append_event("p1", "step", {}, 99.0)
+    assert [e.seq for e in await ledger.events("p1")] == list(range(1, after.seq + 1))
 
 
 async def test_sqlite_creates_the_parent_directory_in_wal_mode(tmp_path: Path) -> None:

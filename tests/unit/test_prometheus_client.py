@@ -216,26 +216,29 @@ def fast_source(base_url: str, attempts: int = 3, timeout_s: float = 2.0) -> Pro
     )
 
 
+async def query_once(
+    base_url: str, promql: str, attempts: int = 3, timeout_s: float = 2.0
+) -> Measurement:
+    """``promql`` asked once through a fresh :func:`fast_source`, closed afterwards."""
+    source = fast_source(base_url, attempts=attempts, timeout_s=timeout_s)
+    try:
+        return await source.query(promql)
+    finally:
+        await source.close()
+
+
 @pytest.mark.parametrize("status", [503, 500, 429])
 async def test_transient_status_is_retried_until_it_succeeds(
     http_server: HttpServer, status: int
 ) -> None:
     script = Script([(status, UNAVAILABLE), (200, vector("0.25"))])
-    source = fast_source(await http_server(script.app()))
-    try:
-        assert await source.query("sum(up)") == Measurement.of(0.25)
-    finally:
-        await source.close()
+    assert await query_once(await http_server(script.app()), "sum(up)") == Measurement.of(0.25)
     assert script.hits == 2
 
 
 async def test_persistent_503_gives_up_after_all_attempts(http_server: HttpServer) -> None:
     script = Script([(503, UNAVAILABLE)])
-    source = fast_source(await http_server(script.app()), attempts=3)
-    try:
-        measurement = await source.query("sum(up)")
-    finally:
-        await source.close()
+    measurement = await query_once(await http_server(script.app()), "sum(up)", attempts=3)
     assert script.hits == 3
     assert measurement.kind is MeasurementKind.PROVIDER_ERROR
     assert "'sum(up)'" in measurement.detail
@@ -258,11 +261,7 @@ async def test_permanent_failures_are_not_retried(
     http_server: HttpServer, status: int, body: dict[str, object] | str, expected: str
 ) -> None:
     script = Script([(status, body), (200, vector("1"))])
-    source = fast_source(await http_server(script.app()))
-    try:
-        measurement = await source.query("up")
-    finally:
-        await source.close()
+    measurement = await query_once(await http_server(script.app()), "up")
     assert script.hits == 1
     assert measurement.kind is MeasurementKind.PROVIDER_ERROR
     assert expected in measurement.detail
@@ -280,12 +279,10 @@ async def test_hanging_server_times_out(http_server: HttpServer) -> None:
 
     app = web.Application()
     app.router.add_get("/api/v1/query", hang)
-    source = fast_source(await http_server(app), attempts=2, timeout_s=0.3)
     try:
-        measurement = await source.query("up")
+        measurement = await query_once(await http_server(app), "up", attempts=2, timeout_s=0.3)
     finally:
         release.set()
-        await source.close()
     assert measurement.kind is MeasurementKind.PROVIDER_ERROR
     assert "timeout" in measurement.detail
     assert "2 attempt(s)" in measurement.detail
@@ -293,11 +290,7 @@ async def test_hanging_server_times_out(http_server: HttpServer) -> None:
 
 
 async def test_closed_port_is_a_provider_error() -> None:
-    source = fast_source(f"http://127.0.0.1:{free_port()}", attempts=2)
-    try:
-        measurement = await source.query("up")
-    finally:
-        await source.close()
+    measurement = await query_once(f"http://127.0.0.1:{free_port()}", "up", attempts=2)
     assert measurement.kind is MeasurementKind.PROVIDER_ERROR
     assert "cannot reach Prometheus" in measurement.detail
     assert "2 attempt(s)" in measurement.detail

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -16,6 +15,8 @@ from aiohttp import web
 from sidecar.actuators.base import Backend, TrafficState
 from sidecar.actuators.proxy import ProxyActuator
 from sidecar.errors import ActuationError, SettingsError
+from tests.conftest import HttpServer
+from tests.support.processes import free_port
 
 HOST = "127.0.0.1"
 STABLE = "sha256:" + "a" * 64
@@ -30,14 +31,6 @@ class Upstream:
     name: str
     url: str = ""
     release: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, HOST, 0)
-    await site.start()
-    return runner, int(runner.addresses[0][1])
 
 
 def _upstream_app(upstream: Upstream) -> web.Application:
@@ -77,19 +70,14 @@ def _upstream_app(upstream: Upstream) -> web.Application:
 
 
 @pytest.fixture
-async def upstreams() -> AsyncIterator[dict[str, Upstream]]:
+async def upstreams(http_server: HttpServer) -> AsyncIterator[dict[str, Upstream]]:
     servers = {"stable": Upstream("stable"), "candidate": Upstream("candidate")}
     servers["preview"] = Upstream("preview")
-    runners = []
     for upstream in servers.values():
-        runner, port = await _serve(_upstream_app(upstream))
-        runners.append(runner)
-        upstream.url = f"http://{HOST}:{port}"
+        upstream.url = await http_server(_upstream_app(upstream))
     yield servers
-    for upstream in servers.values():
+    for upstream in servers.values():  # before http_server's cleanup waits for them
         upstream.release.set()
-    for runner in runners:
-        await runner.cleanup()
 
 
 @pytest.fixture
@@ -210,16 +198,10 @@ async def test_no_state_answers_503_naming_the_stage(
         assert (await response.json()) == {"error": "no traffic state is set for stage 'prod'"}
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_dead_upstream_answers_502(
     proxy: ProxyActuator, upstreams: dict[str, Upstream], client: aiohttp.ClientSession
 ) -> None:
-    upstreams["stable"].url = f"http://{HOST}:{_closed_port()}"
+    upstreams["stable"].url = f"http://{HOST}:{free_port()}"
     await proxy.apply(_state(upstreams, 100, 0))
     async with client.get(_url(proxy)) as response:
         assert response.status == 502

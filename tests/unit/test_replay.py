@@ -95,6 +95,14 @@ stages:
 """
 
 
+def write_inputs(directory: Path) -> Path:
+    """``directory``, holding policy.yaml (POLICY) and the candidate's manifest.json."""
+    directory.mkdir(exist_ok=True)
+    (directory / "policy.yaml").write_text(POLICY)
+    (directory / "manifest.json").write_text(json.dumps(demo_manifest(CANDIDATE)))
+    return directory
+
+
 @dataclass
 class Recording:
     prometheus_url: str
@@ -160,16 +168,12 @@ async def recording(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[R
         for load in loads:
             stats = await load.stop()
             assert stats.statuses[0] == 0, f"connection errors under load: {stats.statuses}"
-        files = workdir / "files"
-        files.mkdir()
-        (files / "policy.yaml").write_text(POLICY)
-        (files / "manifest.json").write_text(json.dumps(demo_manifest(CANDIDATE)))
         yield Recording(
             prometheus_url,
             (healthy_from, healthy_from + HEALTHY_S),
             fault_at,
             (float(math.floor(fault_at - 5)), fault_until),
-            files,
+            write_inputs(workdir / "files"),
         )
     finally:
         for load in loads:
@@ -414,9 +418,7 @@ async def test_the_real_client_names_the_cause_and_hides_credentials() -> None:
 
 @pytest.fixture
 def files(tmp_path: Path) -> Path:
-    (tmp_path / "policy.yaml").write_text(POLICY)
-    (tmp_path / "manifest.json").write_text(json.dumps(demo_manifest(CANDIDATE)))
-    return tmp_path
+    return write_inputs(tmp_path)
 
 
 def invoke(files: Path, *args: str, baseline: Sequence[str] | None = None) -> Result:
@@ -546,22 +548,28 @@ class Healthy(StubRange):
         return [Series({}, points)]
 
 
-def stub_policy(**production: Any) -> Any:
-    data = yaml.safe_load(POLICY)
-    data["stages"][0].update(production)
-    return parse_policy(data)
-
-
-async def test_a_stage_that_needs_approval_is_replayed_as_approved() -> None:
-    result = await replay(
-        stub_policy(approval={"required": True}),
-        demo_manifest(CANDIDATE),
+async def replay_on_stub(
+    production: dict[str, Any], manifest: dict[str, Any], client: StubRange
+) -> ReplayResult:
+    """Five seconds of production under POLICY (its first stage updated with
+    ``production``) replayed on the stub ``client`` against the stable baseline."""
+    policy = yaml.safe_load(POLICY)
+    policy["stages"][0].update(production)
+    return await replay(
+        parse_policy(policy),
+        manifest,
         stage="production",
         prometheus_url="http://unused",
         start=T0,
         end=T0 + 5,
         baseline=Baseline(ArtifactRef.parse(BASELINE_REF), STABLE),
-        client=Healthy(),
+        client=client,
+    )
+
+
+async def test_a_stage_that_needs_approval_is_replayed_as_approved() -> None:
+    result = await replay_on_stub(
+        {"approval": {"required": True}}, demo_manifest(CANDIDATE), Healthy()
     )
 
     assert result.notes == ["the stage requires approval: assumed given at the start"]
@@ -573,15 +581,8 @@ async def test_a_release_the_policy_refuses_is_reported_as_refused() -> None:
     critical = demo_manifest(CANDIDATE)
     critical["checks"]["vulnerabilities"]["critical"] = 2
     stub = Healthy()
-    result = await replay(
-        stub_policy(gates={"metadata": {"maxVulnerabilities": {"critical": 0}}}),
-        critical,
-        stage="production",
-        prometheus_url="http://unused",
-        start=T0,
-        end=T0 + 5,
-        baseline=Baseline(ArtifactRef.parse(BASELINE_REF), STABLE),
-        client=stub,
+    result = await replay_on_stub(
+        {"gates": {"metadata": {"maxVulnerabilities": {"critical": 0}}}}, critical, stub
     )
 
     assert (result.phase, result.rows, stub.asked) == ("refused", [], [])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -207,15 +208,28 @@ def test_canary_promotes_after_last_step_below_100() -> None:
     assert action == Action(ActionKind.PROMOTE, weight=100, reason="all 2 steps passed: g: pass")
 
 
+def as_the_engine_tracks_it(
+    strategy: CanaryStrategy | BlueGreenStrategy,
+    state: Promotion,
+    verdicts: Iterable[tuple[float, StepVerdict]],
+) -> tuple[Promotion, list[ActionKind]]:
+    """Each (offset from T0, verdict) tracked into the state and then acted on, as the
+    engine does: the last state and the kind of each action."""
+    actions = []
+    for offset, verdict in verdicts:
+        now = T0 + offset
+        state = track_evidence(state, verdict, now)
+        actions.append(strategy.next_action(state, verdict, now).kind)
+    return state, actions
+
+
 def test_provider_hold_then_abort_as_the_engine_tracks_it() -> None:
     """Repeated provider errors hold until maxProviderHold after the first one, then abort."""
-    strategy = CanaryStrategy(CANARY, ANALYSIS)
-    state = promotion()
-    actions = []
-    for offset in (100, 200, 399, 400):
-        now = T0 + offset
-        state = track_evidence(state, UNAVAILABLE, now)
-        actions.append(strategy.next_action(state, UNAVAILABLE, now).kind)
+    state, actions = as_the_engine_tracks_it(
+        CanaryStrategy(CANARY, ANALYSIS),
+        promotion(),
+        [(offset, UNAVAILABLE) for offset in (100, 200, 399, 400)],
+    )
     assert state.unavailable_since == T0 + 100
     assert actions == [ActionKind.HOLD, ActionKind.HOLD, ActionKind.HOLD, ActionKind.ABORT]
 
@@ -232,13 +246,11 @@ def test_provider_recovery_resets_the_hold_clock() -> None:
 
 def test_no_data_waits_then_inconclusive_as_the_engine_tracks_it() -> None:
     """Missing data waits until noDataTimeout after it began, then stops as inconclusive."""
-    strategy = CanaryStrategy(CANARY, ANALYSIS)
-    state = promotion()
-    actions = []
-    for offset in (10, 60, 129, 130):
-        now = T0 + offset
-        state = track_evidence(state, NO_DATA, now)
-        actions.append(strategy.next_action(state, NO_DATA, now).kind)
+    state, actions = as_the_engine_tracks_it(
+        CanaryStrategy(CANARY, ANALYSIS),
+        promotion(),
+        [(offset, NO_DATA) for offset in (10, 60, 129, 130)],
+    )
     assert state.no_data_since == T0 + 10
     assert actions == [ActionKind.WAIT, ActionKind.WAIT, ActionKind.WAIT, ActionKind.INCONCLUSIVE]
 
@@ -263,11 +275,11 @@ def test_a_step_waits_for_clearance_then_passes_as_the_engine_tracks_it(
     """Past its time, a step whose gates have not ruled their regression out keeps
     waiting (its start does not move: the evidence is there, it is just not enough yet),
     and passes as soon as they have."""
-    current = promotion(**state)
-    actions = []
-    for offset, verdict in ((20, UNCLEARED), (60, UNCLEARED), (90, UNCLEARED), (100, CLEARED)):
-        current = track_evidence(current, verdict, T0 + offset)
-        actions.append(strategy.next_action(current, verdict, T0 + offset).kind)
+    current, actions = as_the_engine_tracks_it(
+        strategy,
+        promotion(**state),
+        [(20, UNCLEARED), (60, UNCLEARED), (90, UNCLEARED), (100, CLEARED)],
+    )
     assert current.step_started_at == T0
     assert actions == [ActionKind.WAIT, ActionKind.WAIT, ActionKind.WAIT, passed]
 

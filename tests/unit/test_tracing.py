@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from sidecar.localrun import wait_until
 from sidecar.telemetry.metrics import PrometheusRecorder
 from sidecar.telemetry.tracing import build_tracer_provider
 from sidecar.testing import FakeClock, RecordingActuator
+from tests.conftest import HttpServer
 from tests.support.manifests import manifest
 from tests.support.policies import policy
 
@@ -41,17 +41,11 @@ class Receiver:
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
+async def receiver(http_server: HttpServer) -> tuple[Receiver, str]:
     collector = Receiver()
     app = web.Application()
     app.router.add_post("/v1/traces", collector.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield collector, f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    return collector, await http_server(app)
 
 
 def attributes(span: Any) -> dict[str, Any]:

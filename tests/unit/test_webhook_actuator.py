@@ -13,8 +13,8 @@ from aiohttp import web
 from sidecar.actuators.base import Backend, TrafficState
 from sidecar.actuators.webhook import WebhookActuator, encode_state, sign, verify
 from sidecar.errors import ActuationError, SettingsError
+from tests.conftest import HttpServer
 
-HOST = "127.0.0.1"
 SECRET = b"s3cr3t-hmac-key-for-tests"
 
 STATE = TrafficState(
@@ -49,17 +49,13 @@ class Receiver:
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
+async def receiver(http_server: HttpServer) -> AsyncIterator[Receiver]:
     recv = Receiver()
     app = web.Application()
     app.router.add_post("/hook", recv.handle)
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    await web.TCPSite(runner, HOST, 0).start()
-    recv.url = f"http://{HOST}:{runner.addresses[0][1]}/hook"
+    recv.url = f"{await http_server(app)}/hook"
     yield recv
-    recv.release.set()
-    await runner.cleanup()
+    recv.release.set()  # before http_server's cleanup waits for a hanging answer
 
 
 @pytest.fixture
