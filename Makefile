@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LINTED := sidecar tests examples benchmarks
 
-.PHONY: demo test lint bench-latency bench-decisions prometheus clean
+.PHONY: demo test lint bench-latency bench-decisions prometheus test-deps clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,9 @@ $(BIN)/.installed: pyproject.toml
 prometheus:
 	@scripts/install-prometheus.sh
 
+test-deps:
+	@scripts/install-test-deps.sh
+
 demo: $(BIN)/.installed prometheus
 	$(BIN)/promgate demo
 
@@ -24,7 +27,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
-test: $(BIN)/.installed prometheus lint
+test: $(BIN)/.installed prometheus test-deps lint
 	$(BIN)/pytest -q
 
 bench-latency: $(BIN)/.installed prometheus

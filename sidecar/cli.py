@@ -152,10 +152,21 @@ def serve(**options: Any) -> None:
 )
 @click.option("--stage", required=True, help="stage to promote into")
 @click.option("--upstream", metavar="URL", help="where the candidate serves, e.g. http://host:port")
+@click.option(
+    "--backend",
+    metavar="NAME",
+    help="the slot (server) the candidate runs in; default: the one the stable is not in",
+)
 @click.option("--wait/--no-wait", default=False, help="follow the promotion until it ends")
 @api_command
 async def promote(
-    client: ApiClient, *, manifest_file: Path, stage: str, upstream: str | None, wait: bool
+    client: ApiClient,
+    *,
+    manifest_file: Path,
+    stage: str,
+    upstream: str | None,
+    backend: str | None,
+    wait: bool,
 ) -> int:
     """Start a promotion and print its id.
 
@@ -165,7 +176,7 @@ async def promote(
     from sidecar.domain.manifest import ReleaseManifest  # noqa: PLC0415
 
     manifest = ReleaseManifest.load(manifest_file)
-    promotion = await client.create(manifest.to_json_dict(), stage, upstream)
+    promotion = await client.create(manifest.to_json_dict(), stage, upstream, backend)
     if not wait:
         click.echo(promotion["id"])
         return 0
@@ -342,6 +353,14 @@ def schema_manifest() -> None:
     from sidecar.domain.manifest import manifest_schema  # noqa: PLC0415
 
     click.echo(json.dumps(manifest_schema(), indent=2))
+
+
+@schema.command("traffic")
+def schema_traffic() -> None:
+    """The traffic state's JSON Schema: what a webhook receiver gets."""
+    from sidecar.actuators.base import traffic_state_schema  # noqa: PLC0415
+
+    click.echo(json.dumps(traffic_state_schema(), indent=2))
 
 
 @cli.command()

@@ -68,11 +68,20 @@ class ApiClient:
             await self._session.close()
             self._session = None
 
-    async def create(self, manifest: Json, stage: str, upstream: str | None = None) -> Json:
-        """Start a promotion of ``manifest`` into ``stage``; the candidate serves ``upstream``."""
+    async def create(
+        self,
+        manifest: Json,
+        stage: str,
+        upstream: str | None = None,
+        backend: str | None = None,
+    ) -> Json:
+        """Start a promotion of ``manifest`` into ``stage``; the candidate serves ``upstream``
+        from the slot ``backend``."""
         body: Json = {"manifest": manifest, "stage": stage}
         if upstream is not None:
             body["upstream"] = upstream
+        if backend is not None:
+            body["backend"] = backend
         return await self._json("POST", "/v1/promotions", body=body)
 
     async def get(self, promotion_id: str) -> Json:

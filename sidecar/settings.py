@@ -60,7 +60,8 @@ class Settings(BaseSettings):
     )
     webhook_url: str | None = Field(default=None, description="where the webhook actuator POSTs")
     webhook_secret_file: Path | None = Field(
-        default=None, description="file holding the HMAC secret that signs webhook bodies"
+        default=None,
+        description="file holding the secret that signs webhook states (whsec_<base64> or raw)",
     )
     tokens_file: Path | None = Field(
         default=None,

@@ -1,20 +1,47 @@
-"""The traffic seam: what every actuator is told, and the Protocol it implements."""
+"""The traffic seam: what every actuator is told, and the Protocol it implements.
+
+One vocabulary runs through the traffic state, the query placeholders and the metrics:
+a release's ``role`` is ``stable`` (the release serving now) or ``candidate`` (the one
+being judged), and its ``backend`` is the slot it runs in (a server name such as
+``blue`` or ``green``). A role changes between releases; a backend does not: the
+candidate of one release is the stable of the next, in the same backend.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
+
+from pydantic import ConfigDict, Field, TypeAdapter
+
+Role = Literal["stable", "candidate"]
+BACKEND_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+"""A backend's name: what a load balancer accepts as a server name."""
+
+_SCHEMA_CONFIG = ConfigDict(
+    use_attribute_docstrings=True, json_schema_serialization_defaults_required=True
+)
 
 
 @dataclass(frozen=True)
 class Backend:
-    """One upstream that should receive ``weight`` percent of live traffic."""
+    """One release that should receive ``weight`` percent of live traffic."""
+
+    __pydantic_config__ = _SCHEMA_CONFIG
 
     digest: str
-    upstream: str  # base URL, e.g. http://127.0.0.1:9001
-    weight: int  # 0..100
-    role: str  # "stable" or "candidate"
-    retain_until: float | None = None  # epoch seconds: keep this slot running until then
+    """The release's image digest, ``sha256:<64 hex>``."""
+    upstream: str
+    """Base URL the release serves on, e.g. ``http://127.0.0.1:9001``; may be empty."""
+    weight: Annotated[int, Field(ge=0, le=100)]
+    """Percent of live traffic; the weights of ``backends`` add up to 100."""
+    role: Role
+    """``stable`` (serving now) or ``candidate`` (being judged); changes between releases."""
+    backend: Annotated[str, Field(pattern=BACKEND_NAME)] = ""
+    """The slot (server) that runs this release; it stays the same when the role changes.
+    Always set in a state promgate sends (empty only in states stored by older versions)."""
+    retain_until: float | None = None
+    """Epoch seconds: weight 0, but keep this release running until then (blue-green)."""
 
 
 @dataclass(frozen=True)
@@ -22,18 +49,28 @@ class TrafficState:
     """The desired traffic split for one (service, stage), numbered per promotion.
 
     ``sequence`` grows by one per actuation of a promotion, so a receiver can drop a
-    repeated or out-of-order state. ``preview`` gets only requests that ask for the
-    preview (header ``X-Promgate-Preview: 1``), never live traffic. A weight-0 backend
-    with ``retain_until`` is the previous release after a blue-green promotion: it gets no
+    repeated or out-of-order state. A backend the state does not list gets no traffic.
+    ``preview`` gets only requests that ask for the preview (header
+    ``X-Promgate-Preview: 1``), never live traffic. A weight-0 backend with
+    ``retain_until`` is the previous release after a blue-green promotion: it gets no
     traffic but stays running until then, so a switch-back is instant.
     """
 
+    __pydantic_config__ = _SCHEMA_CONFIG
+
     promotion_id: str
-    sequence: int
+    """The promotion this split belongs to."""
+    sequence: Annotated[int, Field(ge=1)]
+    """Grows by one per actuation of the promotion; drop a state of the same promotion at
+    or below one already applied. A new promotion starts again at 1."""
     service: str
+    """The service whose traffic this is."""
     stage: str
+    """The stage (environment) whose traffic this is."""
     backends: tuple[Backend, ...]
+    """The releases to route by weight; a backend not listed gets no traffic at all."""
     preview: Backend | None = None
+    """Blue-green preview: gets only requests with ``X-Promgate-Preview: 1``."""
 
     def covers(self, other: TrafficState) -> bool:
         """Whether, with this state applied, ``other`` is a repeat or out of order: the same
@@ -54,6 +91,14 @@ class TrafficState:
             backends=tuple(Backend(**b) for b in data["backends"]),
             preview=Backend(**preview) if preview else None,
         )
+
+
+def traffic_state_schema() -> dict[str, Any]:
+    """The JSON Schema of the traffic state a webhook receiver gets."""
+    schema = TypeAdapter(TrafficState).json_schema(mode="serialization")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://promgate.dev/schemas/traffic-state-v1.json"
+    return schema
 
 
 class TrafficActuator(Protocol):

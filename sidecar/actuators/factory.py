@@ -36,7 +36,8 @@ class ActuatorSettings:
     """
 
     webhook_secret: bytes | None = field(default=None, repr=False)
-    """The HMAC key that signs webhook bodies; None sends them unsigned."""
+    """The secret that signs webhook states (``whsec_<base64>`` or raw bytes); None sends
+    them unsigned."""
 
     timeout_s: float = 5.0
     """Per-request timeout for upstream (proxy) or receiver (webhook) calls."""

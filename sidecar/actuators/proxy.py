@@ -323,7 +323,7 @@ class ProxyActuator:
     def _publish_weights(self, previous: _Route | None, state: TrafficState) -> None:
         weights: dict[tuple[str, str, str], int] = {}
         for b in state.backends:
-            key = (state.stage, b.role, b.digest)
+            key: tuple[str, str, str] = (state.stage, b.role, b.digest)
             weights[key] = weights.get(key, 0) + b.weight
         if previous is not None:
             stale = {(state.stage, b.role, b.digest) for b in previous.state.backends}

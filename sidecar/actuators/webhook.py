@@ -1,18 +1,34 @@
 """Delegates traffic shifting to a receiver the user runs, over a signed HTTP POST.
 
-The receiver (a service mesh controller, a load balancer script) gets each traffic
-state as JSON. An HMAC signature proves the state came from promgate, and the
-``Idempotency-Key`` lets the receiver drop a state it has already applied.
+The receiver (a load balancer script, a service mesh controller) gets each traffic state
+as JSON (its schema: ``promgate schema traffic``), signed to the Standard Webhooks spec:
+``webhook-id`` (the ``Idempotency-Key``, the same on every retry), ``webhook-timestamp``
+and ``webhook-signature`` (``v1,<base64 HMAC-SHA256 of "id.timestamp.body">``), so a
+receiver can refuse a forged, altered or replayed state. ``traceparent`` carries the
+actuation span, so the receiver's work joins the promotion's trace.
+
+2xx means applied, 409 means "already applied"; 5xx, 429, timeouts and connection
+errors are retried with backoff; any other status is a refusal that is not retried.
+Nothing secret (the signing key, the URL's user, password or query values) reaches an
+error message, even when the receiver echoes it back.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
 import logging
+import re
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
 
 import aiohttp
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from standardwebhooks import Webhook, WebhookVerificationError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -28,23 +44,62 @@ from sidecar.errors import ActuationError, SettingsError
 _log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Promgate-Signature"
+"""Deprecated: ``sha256=<hex HMAC of the body>``, without replay protection. Still sent
+beside the Standard Webhooks headers for this version; check ``webhook-signature``."""
 SEQUENCE_HEADER = "X-Promgate-Sequence"
 _SIGNATURE_PREFIX = "sha256="
+_SECRET_PREFIX = b"whsec_"
+_REDACTED = b"<redacted>"
 _BODY_EXCERPT_BYTES = 200
 _MAX_BACKOFF_S = 10.0
+_TRACE_CONTEXT = TraceContextTextMapPropagator()
+
+
+def signing_key(secret: bytes) -> bytes:
+    """The HMAC key a secret stands for: ``whsec_<base64>`` (the Standard Webhooks form)
+    is decoded, anything else is used as it is."""
+    if not secret.startswith(_SECRET_PREFIX):
+        return secret
+    encoded = secret[len(_SECRET_PREFIX) :]
+    try:
+        key = base64.b64decode(encoded + b"=" * (-len(encoded) % 4), validate=True)
+    except binascii.Error:
+        raise SettingsError(
+            "the webhook secret starts with whsec_ but the rest is not base64; "
+            "give whsec_<base64 key> or a raw key without the prefix"
+        ) from None
+    if not key:
+        raise SettingsError("the webhook secret whsec_ holds an empty key")
+    return key
 
 
 def sign(body: bytes, secret: bytes) -> str:
-    """The ``X-Promgate-Signature`` value for ``body``: ``sha256=<hex HMAC-SHA256>``."""
-    return _SIGNATURE_PREFIX + hmac.new(secret, body, hashlib.sha256).hexdigest()
+    """The deprecated ``X-Promgate-Signature`` value for ``body``: ``sha256=<hex HMAC>``."""
+    return _SIGNATURE_PREFIX + hmac.new(signing_key(secret), body, hashlib.sha256).hexdigest()
 
 
-def verify(body: bytes, secret: bytes, header: str | None) -> bool:
-    """Whether ``header`` signs ``body`` with ``secret``; constant-time, for receivers."""
-    if header is None:
+def standard_signature(body: bytes, secret: bytes, webhook_id: str, timestamp: int) -> str:
+    """The ``webhook-signature`` value: ``v1,<base64 HMAC-SHA256 of "id.timestamp.body">``."""
+    at = datetime.fromtimestamp(timestamp, tz=UTC)
+    return Webhook(signing_key(secret)).sign(webhook_id, at, body.decode())
+
+
+def verify(body: bytes, secret: bytes, headers: Mapping[str, str] | str | None) -> bool:
+    """Whether a receiver may trust ``body``; constant-time.
+
+    Given a request's ``headers``, this checks ``webhook-signature`` against
+    ``webhook-id`` and a ``webhook-timestamp`` at most five minutes away (Standard
+    Webhooks). Given one header value, it checks the deprecated ``X-Promgate-Signature``.
+    """
+    if headers is None:
         return False
-    expected = sign(body, secret).encode()
-    return hmac.compare_digest(expected, header.encode("utf-8", "replace"))
+    if isinstance(headers, str):
+        return hmac.compare_digest(sign(body, secret).encode(), headers.encode("utf-8", "replace"))
+    try:
+        Webhook(signing_key(secret)).verify(body, dict(headers), json_parse=False)
+    except (WebhookVerificationError, ValueError):  # ValueError: a malformed signature
+        return False
+    return True
 
 
 def encode_state(state: TrafficState) -> bytes:
@@ -62,7 +117,8 @@ _RETRYABLE = (_RetryableStatusError, aiohttp.ClientError, TimeoutError)
 class WebhookActuator:
     """POSTs every traffic state to ``url``, retrying transient failures with backoff.
 
-    ``backoff_s`` scales the jittered exponential wait between attempts.
+    ``secret`` signs the states (raw bytes, or ``whsec_<base64>``); None sends them
+    unsigned. ``backoff_s`` scales the jittered exponential wait between attempts.
     """
 
     def __init__(
@@ -86,6 +142,9 @@ class WebhookActuator:
             raise SettingsError(f"webhook attempts must be at least 1, got {attempts}")
         self._url = parsed
         self._secret = secret
+        hidden = _secrets_of(parsed, secret)  # also checks a whsec_ secret's form
+        self._longest_secret = max(map(len, hidden), default=0)
+        self._hidden = re.compile(b"|".join(map(re.escape, hidden))) if hidden else None
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._attempts = attempts
         self._backoff_s = backoff_s
@@ -106,11 +165,14 @@ class WebhookActuator:
     async def apply(self, state: TrafficState) -> None:
         """Deliver ``state``; a 2xx, or a 409 meaning "already applied", is success."""
         body = encode_state(state)
+        key = f"{state.promotion_id}:{state.sequence}"
         headers = {
             "Content-Type": "application/json",
-            "Idempotency-Key": f"{state.promotion_id}:{state.sequence}",
+            "Idempotency-Key": key,
+            "webhook-id": key,
             SEQUENCE_HEADER: str(state.sequence),
         }
+        _TRACE_CONTEXT.inject(headers)  # the current span: the engine's actuation span
         if self._secret is not None:
             headers[SIGNATURE_HEADER] = sign(body, self._secret)
         retrying = AsyncRetrying(
@@ -123,13 +185,25 @@ class WebhookActuator:
         try:
             async for attempt in retrying:
                 with attempt:
-                    await self._post(body, headers)
+                    await self._post(body, self._timestamped(body, key, headers))
         except _RETRYABLE as exc:
+            # no cause: a client error's text may hold the URL, and traces keep the chain
             raise ActuationError(
                 f"webhook {self._display_url} did not accept traffic state "
                 f"{state.promotion_id}#{state.sequence} after {self._attempts} attempt(s): "
                 f"{_describe(exc)}"
-            ) from exc
+            ) from None
+
+    def _timestamped(self, body: bytes, key: str, headers: dict[str, str]) -> dict[str, str]:
+        """The headers of one attempt: each is signed anew with its own timestamp."""
+        if self._secret is None:
+            return headers
+        now = int(time.time())
+        return {
+            **headers,
+            "webhook-timestamp": str(now),
+            "webhook-signature": standard_signature(body, self._secret, key, now),
+        }
 
     async def restore(self, state: TrafficState) -> None:
         """Nothing to do: the receiver keeps its own state across promgate restarts."""
@@ -151,8 +225,8 @@ class WebhookActuator:
             if response.status == 409:
                 _log.info("webhook receiver reports the state as already applied")
                 return
-            # Read past the excerpt by the secret's length so an echoed secret is whole.
-            limit = _BODY_EXCERPT_BYTES + len(self._secret or b"") + 1
+            # Read past the excerpt by the longest secret so an echoed secret is whole.
+            limit = _BODY_EXCERPT_BYTES + self._longest_secret + 1
             excerpt = self._redact(await _read_prefix(response, limit))
             message = f"HTTP {response.status}: {excerpt}"
             if response.status >= 500 or response.status == 429:
@@ -160,9 +234,9 @@ class WebhookActuator:
             raise ActuationError(f"webhook {self._display_url} refused the state with {message}")
 
     def _redact(self, raw: bytes) -> str:
-        """A short, printable excerpt of a response body, with the secret masked if echoed."""
-        if self._secret is not None:
-            raw = raw.replace(self._secret, b"<redacted>")
+        """A short, printable excerpt of a response body, with every secret masked."""
+        if self._hidden is not None:  # one pass: a mask is never masked again
+            raw = self._hidden.sub(_REDACTED, raw)
         text = raw[:_BODY_EXCERPT_BYTES].decode("utf-8", "replace")
         return text + ("..." if len(raw) > _BODY_EXCERPT_BYTES else "")
 
@@ -175,6 +249,23 @@ class WebhookActuator:
             self._attempts,
             _describe(error) if error is not None else "unknown error",
         )
+
+
+def _secrets_of(url: URL, secret: bytes | None) -> list[bytes]:
+    """Every form in which a secret could come back in a receiver's answer, longest first:
+    the signing secret, and the URL's user, password and query values, decoded and as
+    sent, and the ``Authorization: Basic`` value made of the user and password."""
+    found: set[str | bytes] = {url.raw_user or "", url.raw_password or ""}
+    found |= {url.user or "", url.password or "", *url.query.values()}
+    found |= {part.partition("=")[2] for part in url.raw_query_string.split("&")}
+    if url.user is not None:
+        basic = f"{url.user}:{url.password or ''}".encode()
+        found.add(base64.b64encode(basic))
+    if secret is not None:
+        key = signing_key(secret)
+        found |= {secret, secret.removeprefix(_SECRET_PREFIX), key, base64.b64encode(key)}
+    forms = {s.encode() if isinstance(s, str) else s for s in found}
+    return sorted((s for s in forms if s), key=len, reverse=True)
 
 
 async def _read_prefix(response: aiohttp.ClientResponse, limit: int) -> bytes:

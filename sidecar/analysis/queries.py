@@ -17,7 +17,18 @@ from string import Template
 from sidecar.errors import QueryError
 
 KNOWN_PLACEHOLDERS: frozenset[str] = frozenset(
-    {"service", "stage", "digest", "tag", "version", "repository", "role", "window"}
+    {
+        "service",
+        "stage",
+        "digest",
+        "tag",
+        "version",
+        "repository",
+        "role",
+        "backend",
+        "upstream",
+        "window",
+    }
 )
 
 _DURATION = re.compile(r"[0-9]+(ms|s|m|h|d|w|y)")

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sidecar.actuators.base import BACKEND_NAME
 from sidecar.api.auth import Principal, Role, TokenTable
 from sidecar.domain.promotion import PromotionEvent, StableRelease
 from sidecar.domain.validation import problems_from
@@ -57,6 +58,7 @@ class _CreateRequest(BaseModel):
     manifest: dict[str, Any]
     stage: str = Field(min_length=1)
     upstream: str | None = None
+    backend: str | None = Field(default=None, pattern=BACKEND_NAME)
 
     @field_validator("upstream")
     @classmethod
@@ -130,7 +132,11 @@ class _Api:
         body = _parse_create(await _read_json(request))
         try:
             promotion = await self.controller.create(
-                body.manifest, body.stage, upstream=body.upstream or "", actor=principal.name
+                body.manifest,
+                body.stage,
+                upstream=body.upstream or "",
+                backend=body.backend,
+                actor=principal.name,
             )
         except RefusedError as exc:
             if exc.promotion_id is not None:  # the refusal was stored: a write to account for

@@ -80,6 +80,8 @@ class Promotion:
     baseline: ArtifactRef | None = None
     baseline_upstream: str | None = None
     baseline_version: str = ""
+    candidate_backend: str = ""  # the slot (server) the candidate runs in
+    baseline_backend: str = ""  # the slot the baseline (stable) runs in
     reason: str = ""
     classification: str | None = None
     actuation_seq: int = 0

@@ -18,7 +18,7 @@ from sidecar.domain.policy import Stage
 from sidecar.domain.promotion import Phase, Promotion, PromotionEvent, StableRelease
 from sidecar.engine.context import EngineContext
 from sidecar.engine.runner import PromotionRunner
-from sidecar.engine.traffic import ROUTED_PHASES
+from sidecar.engine.traffic import ROUTED_PHASES, SLOTS, candidate_backend
 from sidecar.errors import (
     ActuationError,
     ConflictError,
@@ -107,15 +107,26 @@ class Controller:
                 await task
 
     async def create(
-        self, manifest_data: Any, stage_name: str, *, upstream: str = "", actor: str = "cli"
+        self,
+        manifest_data: Any,
+        stage_name: str,
+        *,
+        upstream: str = "",
+        backend: str | None = None,
+        actor: str = "cli",
     ) -> Promotion:
-        """Admit a release for a stage and start promoting it; refusals raise."""
+        """Admit a release for a stage and start promoting it; refusals raise.
+
+        ``backend`` names the slot the candidate was deployed to; without it the candidate
+        gets the slot the stable release is not in.
+        """
         manifest = ReleaseManifest.from_data(manifest_data)
         stage = self._stage(stage_name)
         artifact = manifest.artifact_ref
         now = self.ctx.clock.now()
         history = await self.ctx.ledger.stable_history(manifest.service, stage.name)
         stable = history[-1] if history else None
+        stable_backend = await self._backend_of(stable) if stable else None
         promotion = Promotion(
             id=uuid.uuid4().hex[:12],
             service=manifest.service,
@@ -131,6 +142,8 @@ class Controller:
             baseline=stable.artifact if stable else None,
             baseline_upstream=stable.upstream if stable else None,
             baseline_version=stable.version if stable else "",
+            candidate_backend=candidate_backend(backend, stable_backend),
+            baseline_backend=stable_backend or "",
         )
         span = self.ctx.tracer.start_span(
             "promgate.promotion",
@@ -156,10 +169,19 @@ class Controller:
                 "policy_version": promotion.policy_version,
                 "strategy": promotion.strategy,
                 "baseline": str(promotion.baseline) if promotion.baseline else None,
+                "backend": promotion.candidate_backend,
             },
         )
         runner = await self._spawn(promotion, span)
         return runner.promotion
+
+    async def _backend_of(self, release: StableRelease) -> str:
+        """The backend a stable release runs in: the one its promotion put it in."""
+        try:
+            promotion = await self.ctx.ledger.get(release.promotion_id)
+        except NotFoundError:
+            return SLOTS[0]
+        return promotion.candidate_backend or SLOTS[0]
 
     async def _admit(
         self,
@@ -340,6 +362,8 @@ class Controller:
             baseline=removed.artifact,
             baseline_upstream=removed.upstream,
             baseline_version=removed.version,
+            candidate_backend=await self._backend_of(previous),
+            baseline_backend=await self._backend_of(removed),
             reason=reason,
             actuation_seq=1,
         )

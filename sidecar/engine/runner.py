@@ -6,12 +6,14 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from sidecar.actuators.base import Backend
 from sidecar.analysis.analyzer import Analyzer
 from sidecar.analysis.judge import StepVerdict, build_judge
 from sidecar.domain.artifact import ArtifactRef
 from sidecar.domain.policy import Stage
 from sidecar.domain.promotion import Phase, Promotion
 from sidecar.engine.context import EngineContext
+from sidecar.engine.traffic import sides
 from sidecar.errors import ActuationError
 from sidecar.strategies.base import Action, ActionKind, Strategy, track_evidence
 from sidecar.strategies.factory import build_strategy
@@ -108,13 +110,8 @@ class PromotionRunner:
     async def _step(self) -> None:
         promotion = self.promotion
         started = self.ctx.clock.now()
-        verdict = await self.analyzer.evaluate(
-            _identity(promotion, "candidate", promotion.artifact, promotion.version),
-            _identity(promotion, "baseline", promotion.baseline, promotion.baseline_version)
-            if promotion.baseline
-            else None,
-            promotion_parent(promotion),
-        )
+        candidate, stable = _identities(promotion)
+        verdict = await self.analyzer.evaluate(candidate, stable, promotion_parent(promotion))
         now = self.ctx.clock.now()
         tracked = track_evidence(promotion, verdict, now)
         action = self.strategy.next_action(tracked, verdict, now)
@@ -214,14 +211,27 @@ class PromotionRunner:
         )
 
 
+def _identities(promotion: Promotion) -> tuple[dict[str, str], dict[str, str] | None]:
+    """The values the gates' query templates are rendered with, for the candidate and the
+    stable release; ``$role``, ``$backend`` and ``$upstream`` are the traffic state's."""
+    candidate, stable = sides(promotion)
+    return (
+        _identity(promotion, candidate, promotion.artifact, promotion.version),
+        _identity(promotion, stable, promotion.baseline, promotion.baseline_version)
+        if stable is not None and promotion.baseline is not None
+        else None,
+    )
+
+
 def _identity(
-    promotion: Promotion, role: str, artifact: ArtifactRef, version: str
+    promotion: Promotion, backend: Backend, artifact: ArtifactRef, version: str
 ) -> dict[str, str]:
-    """The values a gate's query templates are rendered with, for one side."""
     return {
         "service": promotion.service,
         "stage": promotion.stage,
-        "role": role,
+        "role": backend.role,
+        "backend": backend.backend,
+        "upstream": backend.upstream,
         "digest": artifact.digest,
         "tag": artifact.tag or "",
         "version": version,

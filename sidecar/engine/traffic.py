@@ -1,29 +1,68 @@
-"""Pure: the traffic split a promotion's state calls for."""
+"""Pure: the traffic split a promotion's state calls for, and the backend each side runs in."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
-from sidecar.actuators.base import Backend, TrafficState
+from sidecar.actuators.base import BACKEND_NAME, Backend, Role, TrafficState
 from sidecar.domain.artifact import ArtifactRef
 from sidecar.domain.promotion import Phase, Promotion
+from sidecar.errors import InputError
 
 _STABLE_AGAIN = frozenset({Phase.ROLLED_BACK, Phase.ABORTED, Phase.INCONCLUSIVE})
 _NO_TRAFFIC_YET = frozenset({Phase.PENDING, Phase.AWAITING_APPROVAL, Phase.REFUSED})
 ROUTED_PHASES = frozenset(Phase) - _NO_TRAFFIC_YET
 """The phases in which :func:`desired_traffic` gives a split."""
 
+SLOTS = ("blue", "green")
+"""The backends a candidate alternates between when its promotion names none."""
+
+
+def candidate_backend(requested: str | None, stable_backend: str | None) -> str:
+    """The backend the candidate runs in: the one asked for, else the slot the stable
+    release is not in (the first slot for a first release)."""
+    if not requested:
+        return next(slot for slot in SLOTS if slot != stable_backend)
+    if re.fullmatch(BACKEND_NAME, requested) is None:
+        raise InputError(
+            f"backend: {requested!r} is not a backend name; use letters, digits, '.', '_' "
+            "and '-' (at most 63, starting with a letter or digit), e.g. blue"
+        )
+    if requested == stable_backend:
+        raise InputError(
+            f"backend: {requested!r} runs the stable release; deploy the candidate to "
+            "another backend and name that one"
+        )
+    return requested
+
+
+def sides(promotion: Promotion) -> tuple[Backend, Backend | None]:
+    """The candidate and the stable release (if any) as the traffic state names them,
+    with weight 0: the one identity that queries, payload and metrics share."""
+    # a backend name is empty only in promotions stored before backends had names
+    candidate = _backend(
+        promotion.artifact,
+        promotion.candidate_upstream,
+        "candidate",
+        promotion.candidate_backend or SLOTS[1],
+    )
+    if promotion.baseline is None:
+        return candidate, None
+    stable = _backend(
+        promotion.baseline,
+        promotion.baseline_upstream or "",
+        "stable",
+        promotion.baseline_backend or SLOTS[0],
+    )
+    return candidate, stable
+
 
 def desired_traffic(promotion: Promotion) -> TrafficState | None:
     """The split for the promotion's phase and weight; None where traffic is not its to set."""
     if promotion.phase in _NO_TRAFFIC_YET:
         return None
-    candidate = _backend(promotion.artifact, promotion.candidate_upstream, "candidate")
-    stable = (
-        _backend(promotion.baseline, promotion.baseline_upstream or "", "stable")
-        if promotion.baseline
-        else None
-    )
+    candidate, stable = sides(promotion)
     preview = None
     kept_until = promotion.extra.get("previous_kept_until")
     if promotion.phase is Phase.PROMOTED and stable is not None and kept_until is not None:
@@ -51,5 +90,5 @@ def desired_traffic(promotion: Promotion) -> TrafficState | None:
     )
 
 
-def _backend(artifact: ArtifactRef, upstream: str, role: str) -> Backend:
-    return Backend(digest=artifact.digest, upstream=upstream, weight=0, role=role)
+def _backend(artifact: ArtifactRef, upstream: str, role: Role, name: str) -> Backend:
+    return Backend(digest=artifact.digest, upstream=upstream, weight=0, role=role, backend=name)

@@ -151,7 +151,7 @@ class PrometheusRecorder:
         if gate.value is not None:
             self.gate_value.labels(*ss, gate.gate, "candidate").set(gate.value)
         if gate.baseline is not None:
-            self.gate_value.labels(*ss, gate.gate, "baseline").set(gate.baseline)
+            self.gate_value.labels(*ss, gate.gate, "stable").set(gate.baseline)
         if gate.threshold is not None:
             self.gate_threshold.labels(*ss, gate.gate).set(gate.threshold)
         if gate.e_value is not None:

@@ -30,7 +30,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from sidecar.actuators.webhook import SEQUENCE_HEADER, SIGNATURE_HEADER, verify
+from sidecar.actuators.webhook import SEQUENCE_HEADER, verify
 from sidecar.analysis.prometheus import PrometheusSource
 from sidecar.client import ApiClient
 from sidecar.demo import demo_digest, demo_manifest
@@ -143,7 +143,7 @@ class Delivery:
 
 
 class WebhookReceiver:
-    """A real webhook receiver: verifies each body's HMAC and records what it receives.
+    """A real webhook receiver: verifies each body's signature and records what it receives.
 
     It also plays the load balancer the webhook drives: ``state[stage]`` is the newest
     traffic state, which :class:`WeightedLoad` routes by.
@@ -173,7 +173,7 @@ class WebhookReceiver:
 
     async def _receive(self, request: web.Request) -> web.Response:
         body = await request.read()
-        if not verify(body, self.secret, request.headers.get(SIGNATURE_HEADER)):
+        if not verify(body, self.secret, request.headers):
             self.rejected.append(f"bad signature on {body[:120]!r}")
             return web.json_response({"error": "bad signature"}, status=401)
         state = json.loads(body)

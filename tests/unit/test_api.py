@@ -408,6 +408,7 @@ async def test_malformed_json_is_400_naming_line_and_column(api: Api) -> None:
         ({"stage": "dev", "manifest": {}, "upstream": "ftp://h/x"}, {"upstream"}),
         ({"stage": "dev", "manifest": {}, "upstream": "http://u:pw@h:1"}, {"upstream"}),
         ({"stage": "dev", "manifest": {}, "colour": "blue"}, {"colour"}),
+        ({"stage": "dev", "manifest": {}, "backend": "a b"}, {"backend"}),
     ],
 )
 async def test_invalid_request_fields_are_400_with_their_paths(
@@ -423,6 +424,13 @@ async def test_an_upstream_url_is_kept(api: Api) -> None:
     body = {"manifest": manifest(), "stage": "dev", "upstream": "http://127.0.0.1:9001"}
     status, created, _ = await api.call("POST", "/v1/promotions", Role.PROMOTER, json=body)
     assert status == 201 and created["candidate_upstream"] == "http://127.0.0.1:9001"
+
+
+async def test_the_backend_a_candidate_runs_in_is_kept(api: Api) -> None:
+    """The backend named at creation is the candidate's; without one it gets a slot."""
+    body = {"manifest": manifest(), "stage": "dev", "backend": "srv-a"}
+    status, created, _ = await api.call("POST", "/v1/promotions", Role.PROMOTER, json=body)
+    assert status == 201 and created["candidate_backend"] == "srv-a"
 
 
 async def test_a_manifest_without_digest_is_400_saying_how_to_pin_it(api: Api) -> None:

@@ -305,7 +305,7 @@ def test_detect_and_power_parse(
                      "stages[0].gates.slo[0]", "min makes no sense for a bad/total ratio",
                      id="ratio-with-min"),
         pytest.param(GATE, {"name": "g", "query": 'up{x="$foo"}', "max": 1},
-                     "stages[1].gates.slo[0]", "unknown placeholder(s) ['foo']; known: $digest",
+                     "stages[1].gates.slo[0]", "unknown placeholder(s) ['foo']; known: $backend",
                      id="unknown-placeholder"),
         pytest.param(RATIO_GATE, {"name": "g", "ratio": {"bad": "$bar", "total": "x"}, "max": 1},
                      "stages[0].gates.slo[0]", "unknown placeholder(s) ['bar']",

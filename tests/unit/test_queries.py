@@ -24,6 +24,8 @@ IDENTITY = {
     "version": "1.4.2",
     "repository": "registry.example/shop/checkout",
     "role": "candidate",
+    "backend": "green",
+    "upstream": "http://127.0.0.1:9002",
     "window": "5m",
 }
 
