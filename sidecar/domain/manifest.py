@@ -22,6 +22,21 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
+_LINE_BREAKERS = {"\x00": "NUL", "\n": "a newline", "\r": "a carriage return"}
+
+
+def _one_line(value: Any) -> Any:
+    """Identity ends up in logs, headers, ledger keys and queries: one line, no NUL."""
+    if isinstance(value, str):
+        for char, name in _LINE_BREAKERS.items():
+            if char in value:
+                raise ValueError(
+                    f"contains {name} ({char!r}); identity fields must be one line of text: "
+                    "remove it"
+                )
+    return value
+
+
 class Build(_Model):
     """The CI run that produced the artifact."""
 
@@ -39,6 +54,8 @@ class Build(_Model):
             raise ValueError("must be a W3C traceparent: 00-<32 hex>-<16 hex>-<2 hex>")
         return value
 
+    _identity = field_validator("id", "url", "traceparent", mode="before")(_one_line)
+
 
 class Source(_Model):
     """Where the code came from."""
@@ -46,6 +63,8 @@ class Source(_Model):
     repository: str = Field(min_length=1, description="repository URL")
     commit: str = Field(pattern=r"^[0-9a-f]{7,64}$", description="full commit hash")
     ref: str | None = Field(default=None, description="branch or tag, e.g. refs/heads/main")
+
+    _identity = field_validator("repository", "commit", "ref", mode="before")(_one_line)
 
 
 class Provenance(_Model):
@@ -55,6 +74,10 @@ class Provenance(_Model):
     builder_id: str = Field(alias="builderId", min_length=1)
     subject_digest: str = Field(alias="subjectDigest", pattern=r"^sha256:[a-f0-9]{64}$")
     uri: str | None = Field(default=None, description="where the signed attestation lives")
+
+    _identity = field_validator(
+        "predicate_type", "builder_id", "subject_digest", "uri", mode="before"
+    )(_one_line)
 
 
 class Vulnerabilities(_Model):
@@ -98,6 +121,8 @@ class Reference(_Model):
             )
         return value
 
+    _identity = field_validator("name", "ref", mode="before")(_one_line)
+
 
 class ReleaseManifest(_Model):
     """Identity and evidence of one release; validated before anything else happens."""
@@ -126,6 +151,8 @@ class ReleaseManifest(_Model):
         except ArtifactReferenceError as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    _identity = field_validator("service", "artifact", "version", mode="before")(_one_line)
 
     @property
     def artifact_ref(self) -> ArtifactRef:
