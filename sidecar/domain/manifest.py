@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from sidecar.domain.artifact import ArtifactRef
+from sidecar.domain.artifact import DIGEST_PATTERN, ArtifactRef
 from sidecar.domain.validation import problems_from
 from sidecar.errors import ArtifactReferenceError, ManifestError, Problem
 
@@ -72,7 +72,7 @@ class Provenance(_Model):
 
     predicate_type: str = Field(alias="predicateType", default="https://slsa.dev/provenance/v1")
     builder_id: str = Field(alias="builderId", min_length=1)
-    subject_digest: str = Field(alias="subjectDigest", pattern=r"^sha256:[a-f0-9]{64}$")
+    subject_digest: str = Field(alias="subjectDigest", pattern=DIGEST_PATTERN)
     uri: str | None = Field(default=None, description="where the signed attestation lives")
 
     _identity = field_validator(
@@ -129,7 +129,7 @@ class ReleaseManifest(_Model):
 
     api_version: str = Field(default="promgate/v1", alias="apiVersion", pattern=r"^promgate/v1$")
     service: Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
-    artifact: str = Field(description="repository[:tag]@sha256:<64 hex>")
+    artifact: str = Field(description="repository[:tag]@sha256:<64 hex> (or sha512:<128 hex>)")
     version: str = Field(min_length=1, max_length=128)
     build: Build
     source: Source

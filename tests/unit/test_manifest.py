@@ -388,3 +388,13 @@ def test_identity_fields_refuse_nul_and_line_breaks(
     assert [p.path for p in problems] == [field]
     assert f"contains {named}" in problems[0].message
     assert "must be one line" in problems[0].message
+
+
+def test_sha512_digests_are_accepted_for_artifact_and_provenance() -> None:
+    """sha512 is a registered OCI digest algorithm for the artifact and its provenance."""
+    sha512 = "sha512:" + "cd" * 64
+    data = with_change("artifact", f"registry.example.com/shop/checkout:1.4.2@{sha512}")
+    data["provenance"]["subjectDigest"] = sha512
+    manifest = ReleaseManifest.from_data(data)
+    assert manifest.artifact_ref.digest == sha512
+    assert manifest.provenance is not None and manifest.provenance.subject_digest == sha512
