@@ -112,8 +112,9 @@ def _when(timestamp: Any) -> str:
 def _short(artifact: Any) -> str:
     """``repo:tag@sha256:0123456789abcdef...`` -> ``repo:tag@sha256:0123456789ab``."""
     text = str(artifact or "")
-    name, sep, digest = text.partition("@sha256:")
-    return f"{name}{sep}{digest[:12]}" if sep else text
+    name, at, digest = text.rpartition("@")
+    algorithm, colon, encoded = digest.partition(":")
+    return f"{name}@{algorithm}:{encoded[:12]}" if at and colon else text
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})

@@ -41,7 +41,7 @@ class InputError(PromgateError):
 
 
 class ArtifactReferenceError(InputError):
-    """An artifact reference is not ``repository[:tag]@sha256:<64 hex>``."""
+    """An artifact reference is not ``repository[:tag]@<sha256 or sha512 digest>``."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from sidecar.domain.artifact import ArtifactRef
+from sidecar.domain.artifact import DIGEST_PATTERN, ArtifactRef
 from sidecar.domain.validation import problems_from
 from sidecar.errors import ArtifactReferenceError, ManifestError, Problem
 
@@ -20,6 +20,21 @@ _REFERENCE_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+_LINE_BREAKERS = {"\x00": "NUL", "\n": "a newline", "\r": "a carriage return"}
+
+
+def _one_line(value: Any) -> Any:
+    """Identity ends up in logs, headers, ledger keys and queries: one line, no NUL."""
+    if isinstance(value, str):
+        for char, name in _LINE_BREAKERS.items():
+            if char in value:
+                raise ValueError(
+                    f"contains {name} ({char!r}); identity fields must be one line of text: "
+                    "remove it"
+                )
+    return value
 
 
 class Build(_Model):
@@ -39,6 +54,8 @@ class Build(_Model):
             raise ValueError("must be a W3C traceparent: 00-<32 hex>-<16 hex>-<2 hex>")
         return value
 
+    _identity = field_validator("id", "url", "traceparent", mode="before")(_one_line)
+
 
 class Source(_Model):
     """Where the code came from."""
@@ -47,14 +64,20 @@ class Source(_Model):
     commit: str = Field(pattern=r"^[0-9a-f]{7,64}$", description="full commit hash")
     ref: str | None = Field(default=None, description="branch or tag, e.g. refs/heads/main")
 
+    _identity = field_validator("repository", "commit", "ref", mode="before")(_one_line)
+
 
 class Provenance(_Model):
     """A SLSA provenance summary; its subject digest must match the artifact's."""
 
     predicate_type: str = Field(alias="predicateType", default="https://slsa.dev/provenance/v1")
     builder_id: str = Field(alias="builderId", min_length=1)
-    subject_digest: str = Field(alias="subjectDigest", pattern=r"^sha256:[a-f0-9]{64}$")
+    subject_digest: str = Field(alias="subjectDigest", pattern=DIGEST_PATTERN)
     uri: str | None = Field(default=None, description="where the signed attestation lives")
+
+    _identity = field_validator(
+        "predicate_type", "builder_id", "subject_digest", "uri", mode="before"
+    )(_one_line)
 
 
 class Vulnerabilities(_Model):
@@ -98,13 +121,15 @@ class Reference(_Model):
             )
         return value
 
+    _identity = field_validator("name", "ref", mode="before")(_one_line)
+
 
 class ReleaseManifest(_Model):
     """Identity and evidence of one release; validated before anything else happens."""
 
     api_version: str = Field(default="promgate/v1", alias="apiVersion", pattern=r"^promgate/v1$")
     service: Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
-    artifact: str = Field(description="repository[:tag]@sha256:<64 hex>")
+    artifact: str = Field(description="repository[:tag]@sha256:<64 hex> (or sha512:<128 hex>)")
     version: str = Field(min_length=1, max_length=128)
     build: Build
     source: Source
@@ -126,6 +151,8 @@ class ReleaseManifest(_Model):
         except ArtifactReferenceError as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    _identity = field_validator("service", "artifact", "version", mode="before")(_one_line)
 
     @property
     def artifact_ref(self) -> ArtifactRef:

@@ -18,8 +18,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
-from sidecar.analysis.queries import KNOWN_PLACEHOLDERS, placeholders
+from sidecar.analysis.queries import template_problems
 from sidecar.domain.validation import problems_from
 from sidecar.errors import PolicyError, Problem
 
@@ -50,6 +51,21 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+def _query_template(template: str | None) -> str | None:
+    """Refuse unknown placeholders and any placed where escaping cannot keep a value inert."""
+    problems = template_problems(template) if template is not None else []
+    if problems:
+        raise PydanticCustomError(
+            "query_template",
+            "{problems}",
+            {
+                "problems": "; ".join(what for what, _ in problems),
+                "fix": "; ".join(dict.fromkeys(fix for _, fix in problems)),
+            },
+        )
+    return template
 
 
 class Analysis(_Model):
@@ -149,6 +165,8 @@ class RatioQueries(_Model):
     bad: str = Field(min_length=1)
     total: str = Field(min_length=1)
 
+    _templates = field_validator("bad", "total")(_query_template)
+
 
 class SloGate(_Model):
     """An SLO judged on Prometheus for candidate and baseline alike.
@@ -228,17 +246,9 @@ class SloGate(_Model):
                 f"detect ({self.detect:g}) must exceed 1 + margin ({1.0 + self.margin:g}): "
                 "a step cannot rule out a regression it is allowed to have"
             )
-        for template in self.templates():
-            unknown = placeholders(template) - KNOWN_PLACEHOLDERS
-            if unknown:
-                known = ", ".join(f"${p}" for p in sorted(KNOWN_PLACEHOLDERS))
-                raise ValueError(f"unknown placeholder(s) {sorted(unknown)}; known: {known}")
         return self
 
-    def templates(self) -> list[str]:
-        if self.ratio is not None:
-            return [self.ratio.bad, self.ratio.total]
-        return [self.query] if self.query is not None else []
+    _template = field_validator("query")(_query_template)
 
 
 class MetadataGates(_Model):

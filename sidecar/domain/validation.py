@@ -30,7 +30,7 @@ def problems_from(exc: ValidationError, source: str, fix: str) -> list[Problem]:
         elif error["type"] == "missing":
             hint = "add this field"
         else:
-            hint = fix
+            hint = str((error.get("ctx") or {}).get("fix", fix))  # a validator may name its fix
         problems.append(Problem(field_path(location), message, hint, source))
     return problems
 

@@ -199,7 +199,7 @@ class Controller:
         try:
             await self.ctx.ledger.remember_tag(artifact)
         except TagMutationError:
-            self.ctx.recorder.tag_mutation(artifact.repository)
+            self.ctx.recorder.tag_mutation(artifact.name)
             raise
         done = await self.ctx.ledger.promoted_stages(promotion.service, artifact.digest)
         missing = [required for required in stage.requires if required not in done]

@@ -46,8 +46,9 @@ class Ledger(Protocol):
         """Events with seq greater than ``after``, in order."""
 
     async def remember_tag(self, artifact: ArtifactRef) -> None:
-        """Record (repository, tag) -> digest; ``TagMutationError`` if the tag had another
-        digest. A reference without a tag is accepted and not recorded."""
+        """Record (normalized repository, tag) -> digest; ``TagMutationError`` if the tag had
+        another digest under any spelling of the repository. A reference without a tag is
+        accepted and not recorded."""
 
     async def push_stable(self, release: StableRelease) -> None:
         """Append a new stable release for its (service, stage)."""

@@ -114,8 +114,8 @@ class MemoryLedger:
     async def remember_tag(self, artifact: ArtifactRef) -> None:
         if artifact.tag is None:
             return
-        key = (artifact.repository, artifact.tag)
-        rules.check_tag(artifact.repository, artifact.tag, self._tags.get(key), artifact.digest)
+        key = (artifact.name, artifact.tag)
+        rules.check_tag(artifact.name, artifact.tag, self._tags.get(key), artifact.digest)
         self._tags.setdefault(key, artifact.digest)
 
     async def push_stable(self, release: StableRelease) -> None:

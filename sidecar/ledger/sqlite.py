@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sidecar.actuators.base import TrafficState
-from sidecar.domain.artifact import ArtifactRef
+from sidecar.domain.artifact import ArtifactRef, normalize_repository
 from sidecar.domain.promotion import Phase, Promotion, PromotionEvent, StableRelease
 from sidecar.errors import LedgerError
 from sidecar.ledger import rules
@@ -289,19 +289,20 @@ class SqliteLedger:
             return
 
         def remember(conn: sqlite3.Connection) -> None:
-            row = conn.execute(
-                "SELECT digest FROM tags WHERE repository = ? AND tag = ?",
-                (artifact.repository, tag),
-            ).fetchone()
-            if row is None:
+            # Rows written before names were normalized keep their spelling: compare normalized.
+            rows = conn.execute(
+                "SELECT repository, digest FROM tags WHERE tag = ?", (tag,)
+            ).fetchall()
+            known = [digest for name, digest in rows if normalize_repository(name) == artifact.name]
+            for digest in known:
+                rules.check_tag(artifact.name, tag, digest, artifact.digest)
+            if not known:
                 conn.execute(
                     "INSERT INTO tags (repository, tag, digest, first_seen) VALUES (?, ?, ?, ?)",
-                    (artifact.repository, tag, artifact.digest, time.time()),
+                    (artifact.name, tag, artifact.digest, time.time()),
                 )
-            else:
-                rules.check_tag(artifact.repository, tag, row[0], artifact.digest)
 
-        await self._write(f"remember tag {artifact.repository}:{tag}", remember)
+        await self._write(f"remember tag {artifact.name}:{tag}", remember)
 
     async def push_stable(self, release: StableRelease) -> None:
         def push(conn: sqlite3.Connection) -> None:

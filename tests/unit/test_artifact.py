@@ -1,14 +1,15 @@
-"""ArtifactRef: the OCI reference grammar, the digest requirement, printing."""
+"""ArtifactRef: the OCI reference grammar, normalization, the digest requirement, printing."""
 
 from __future__ import annotations
 
 import pytest
 
-from sidecar.domain.artifact import HOW_TO_GET_DIGEST, ArtifactRef
+from sidecar.domain.artifact import HOW_TO_GET_DIGEST, ArtifactRef, normalize_repository
 from sidecar.errors import ArtifactReferenceError, InputError
 
 HEX = "0123456789abcdef" * 4
 DIGEST = f"sha256:{HEX}"
+SHA512 = f"sha512:{HEX * 2}"
 
 
 @pytest.mark.parametrize(
@@ -70,7 +71,17 @@ def test_parse_valid_reference(text: str, repository: str, tag: str | None) -> N
         pytest.param(f"app:1\t@{DIGEST}", "is not an OCI image reference", id="inner-tab"),
         pytest.param(f"app@sha256:{HEX[:32]} {HEX[32:]}", "not an OCI", id="space-in-digest"),
         pytest.param(
-            f"app@sha512:{HEX * 2}", "expected sha256: followed by 64", id="wrong-algorithm"
+            f"app@sha384:{HEX}{HEX[:32]}",
+            "'sha384', which is not registered; use sha256:<64 lower-case hex> or "
+            "sha512:<128 lower-case hex>",
+            id="unregistered-algorithm",
+        ),
+        pytest.param(f"app@md5:{HEX[:32]}", "'md5', which is not registered", id="md5"),
+        pytest.param(f"app@SHA256:{HEX}", "'SHA256', which is not registered", id="upper-alg"),
+        pytest.param(f"app@sha512:{HEX}", "expected sha512: followed by 128", id="sha512-64"),
+        pytest.param(f"app@sha512:{HEX * 2}0", "expected sha512: followed by 128", id="sha512-129"),
+        pytest.param(
+            f"app@sha512:{(HEX * 2).upper()}", "128 lower-case hex", id="sha512-upper-hex"
         ),
         pytest.param(f"app@sha256:{HEX[:63]}", "expected sha256: followed by 64", id="hex-63"),
         pytest.param(f"app@sha256:{HEX}0", "expected sha256: followed by 64", id="hex-65"),
@@ -80,7 +91,14 @@ def test_parse_valid_reference(text: str, repository: str, tag: str | None) -> N
         pytest.param(f"app@sha256:{'g' * 64}", "expected sha256: followed by 64", id="non-hex"),
         pytest.param(f"app@{HEX}", "not an OCI image reference", id="digest-no-algorithm"),
         pytest.param(
-            f"x/{'a' * 300}@{DIGEST}", "302 characters long; the limit is 255", id="name-too-long"
+            f"x/{'a' * 300}@{DIGEST}",
+            "312 characters long once normalized (docker.io/x/aaa",
+            id="name-too-long",
+        ),
+        pytest.param(
+            f"{'a' * 245}@{DIGEST}",
+            "263 characters long once normalized (docker.io/library/aaa",
+            id="name-too-long-with-library",
         ),
     ],
 )
@@ -136,6 +154,7 @@ def test_parse_refuses_empty_reference(text: object) -> None:
         pytest.param(f"app:1.4.2@{DIGEST}", id="tag"),
         pytest.param(f"registry.example.com:5000/team/app:1.0@{DIGEST}", id="host-port"),
         pytest.param(f"[::1]:5000/a/b/c@{DIGEST}", id="ipv6-nested"),
+        pytest.param(f"nginx:1.25@{SHA512}", id="sha512"),
     ],
 )
 def test_str_round_trips(text: str) -> None:
@@ -163,8 +182,67 @@ def test_str_of_constructed_reference(ref: ArtifactRef, expected: str) -> None:
     [
         pytest.param(DIGEST, "0123456789ab", id="first-12-hex"),
         pytest.param("sha256:" + "f" * 64, "ffffffffffff", id="all-f"),
+        pytest.param(SHA512, "0123456789ab", id="sha512"),
     ],
 )
 def test_short_digest(digest: str, expected: str) -> None:
     """short_digest is the first 12 hex characters without the algorithm prefix."""
     assert ArtifactRef("app", digest).short_digest == expected
+
+
+def test_parse_accepts_a_sha512_digest() -> None:
+    """sha512 is a registered OCI digest algorithm, so a sha512-pinned image is accepted."""
+    ref = ArtifactRef.parse(f"registry.example.com/shop/app:1.0@{SHA512}")
+    assert (ref.repository, ref.tag, ref.digest) == ("registry.example.com/shop/app", "1.0", SHA512)
+
+
+@pytest.mark.parametrize(
+    ("written", "normalized"),
+    [
+        pytest.param("nginx", "docker.io/library/nginx", id="official-image"),
+        pytest.param("library/nginx", "docker.io/library/nginx", id="library-namespace"),
+        pytest.param("docker.io/nginx", "docker.io/library/nginx", id="hub-one-component"),
+        pytest.param("docker.io/library/nginx", "docker.io/library/nginx", id="already-normal"),
+        pytest.param("index.docker.io/nginx", "docker.io/library/nginx", id="legacy-hub"),
+        pytest.param("index.docker.io/library/nginx", "docker.io/library/nginx", id="legacy-lib"),
+        pytest.param("bitnami/redis", "docker.io/bitnami/redis", id="hub-namespace"),
+        pytest.param("index.docker.io/bitnami/redis", "docker.io/bitnami/redis", id="legacy-ns"),
+        pytest.param("shop/checkout/api", "docker.io/shop/checkout/api", id="hub-deep-path"),
+        pytest.param("my.org/app", "my.org/app", id="dot-means-registry"),
+        pytest.param("registry:5000/app", "registry:5000/app", id="port-means-registry"),
+        pytest.param("localhost/app", "localhost/app", id="localhost-is-registry"),
+        pytest.param("localhost:5000/app", "localhost:5000/app", id="localhost-port"),
+        pytest.param("localhost", "docker.io/library/localhost", id="bare-localhost-is-image"),
+        pytest.param("Registry/app", "Registry/app", id="upper-case-means-registry"),
+        pytest.param("[::1]:5000/app", "[::1]:5000/app", id="ipv6-registry"),
+        pytest.param("ghcr.io/org/app", "ghcr.io/org/app", id="ghcr"),
+        pytest.param("registry-1.docker.io/app", "registry-1.docker.io/app", id="other-hub-host"),
+        pytest.param("docker.io/my.org/app", "docker.io/my.org/app", id="dot-in-hub-namespace"),
+    ],
+)
+def test_normalize_repository(written: str, normalized: str) -> None:
+    """Names are normalized as registry clients resolve them (distribution reference rules)."""
+    assert normalize_repository(written) == normalized
+    ref = ArtifactRef.parse(f"{written}:1@{DIGEST}")
+    assert (ref.name, ref.repository) == (normalized, written)
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["nginx", "library/nginx", "docker.io/nginx", "docker.io/library/nginx",
+     "index.docker.io/nginx", "index.docker.io/library/nginx"],
+)  # fmt: skip
+def test_spellings_of_one_repository_are_one_artifact(spelling: str) -> None:
+    """Every spelling of Docker Hub's nginx is the same artifact, printed as it was written."""
+    ref = ArtifactRef.parse(f"{spelling}:1.25@{DIGEST}")
+    assert ref == ArtifactRef.parse(f"nginx:1.25@{DIGEST}")
+    assert hash(ref) == hash(ArtifactRef("docker.io/library/nginx", DIGEST, "1.25"))
+    assert str(ref) == f"{spelling}:1.25@{DIGEST}"
+
+
+def test_other_registries_and_tags_stay_distinct() -> None:
+    """Normalization does not merge what registries keep apart."""
+    nginx = ArtifactRef.parse(f"nginx:1.25@{DIGEST}")
+    assert nginx != ArtifactRef.parse(f"ghcr.io/library/nginx:1.25@{DIGEST}")
+    assert nginx != ArtifactRef.parse(f"registry-1.docker.io/library/nginx:1.25@{DIGEST}")
+    assert nginx != ArtifactRef.parse(f"nginx:1.26@{DIGEST}")

@@ -16,7 +16,7 @@ from aiohttp import web
 from click.testing import CliRunner
 from rich.console import Console
 
-from sidecar.cli import cli
+from sidecar.cli import _short, cli
 from sidecar.client import ApiClient
 from sidecar.domain.artifact import ArtifactRef
 from sidecar.domain.promotion import Phase, Promotion, PromotionEvent
@@ -578,3 +578,16 @@ def test_panel_shows_e_values_of_sequential_gates() -> None:
     screen = console.file.getvalue()  # type: ignore[attr-defined]
     assert "e-value" in screen and "12.5" in screen
     assert "clearance" in screen and "0.125" in screen
+
+
+@pytest.mark.parametrize(
+    ("artifact", "shown"),
+    [
+        pytest.param("app:1@sha256:" + "ab" * 32, "app:1@sha256:abababababab", id="sha256"),
+        pytest.param("app:1@sha512:" + "cd" * 64, "app:1@sha512:cdcdcdcdcdcd", id="sha512"),
+        pytest.param("", "", id="none"),
+    ],
+)
+def test_tables_shorten_every_digest_algorithm(artifact: str, shown: str) -> None:
+    """Tables show the first 12 hex characters of a digest, whatever its algorithm."""
+    assert _short(artifact) == shown

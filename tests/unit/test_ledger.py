@@ -241,6 +241,37 @@ async def test_tags_are_remembered_and_may_not_move(ledger: Ledger) -> None:
         await ledger.remember_tag(artifact(DIGEST_B, "1.0.0"))
 
 
+@pytest.mark.parametrize(
+    ("first", "then", "name"),
+    [
+        pytest.param("nginx", "docker.io/library/nginx", "docker.io/library/nginx", id="bare"),
+        pytest.param("docker.io/library/nginx", "index.docker.io/library/nginx",
+                     "docker.io/library/nginx", id="legacy-hub"),
+        pytest.param("library/nginx", "docker.io/nginx", "docker.io/library/nginx",
+                     id="namespace-then-hub"),
+        pytest.param("bitnami/redis", "index.docker.io/bitnami/redis", "docker.io/bitnami/redis",
+                     id="hub-namespace"),
+    ],
+)  # fmt: skip
+async def test_a_tag_moved_under_another_spelling_is_a_mutation(
+    ledger: Ledger, first: str, then: str, name: str
+) -> None:
+    """Tag memory is keyed by the normalized repository, so respelling it hides no move."""
+    await ledger.remember_tag(ArtifactRef.parse(f"{first}:1.25@{DIGEST_A}"))
+
+    with pytest.raises(TagMutationError) as refused:
+        await ledger.remember_tag(ArtifactRef.parse(f"{then}:1.25@{DIGEST_B}"))
+    assert f"tag {name}:1.25 was seen with digest {DIGEST_A}" in str(refused.value)
+    await ledger.remember_tag(ArtifactRef.parse(f"{then}:1.25@{DIGEST_A}"))  # same image: fine
+
+
+async def test_other_registries_keep_their_own_tags(ledger: Ledger) -> None:
+    """Only spellings of one repository are merged; another registry's nginx is its own."""
+    await ledger.remember_tag(ArtifactRef.parse(f"nginx:1.25@{DIGEST_A}"))
+    await ledger.remember_tag(ArtifactRef.parse(f"ghcr.io/library/nginx:1.25@{DIGEST_B}"))
+    await ledger.remember_tag(ArtifactRef.parse(f"localhost:5000/nginx:1.25@{DIGEST_C}"))
+
+
 async def test_stable_history_push_and_pop(ledger: Ledger) -> None:
     assert await ledger.stable_history("checkout", "prod") == []
     with pytest.raises(NotFoundError, match="no earlier digest to roll back to"):
@@ -355,6 +386,32 @@ async def test_sqlite_state_survives_reopening(tmp_path: Path) -> None:
             await second.create(promotion("p2"))
     finally:
         await second.close()
+
+
+async def test_sqlite_tags_stored_under_an_old_spelling_still_guard(tmp_path: Path) -> None:
+    """Tags a ledger stored before names were normalized keep guarding every spelling."""
+    path = tmp_path / "ledger.db"
+    created = SqliteLedger(path)
+    await created.open()
+    await created.close()
+    with sqlite3.connect(path) as conn:  # as an older promgate stored it: as written
+        conn.execute(
+            "INSERT INTO tags (repository, tag, digest, first_seen) VALUES (?, ?, ?, ?)",
+            ("nginx", "1.25", DIGEST_A, 1.0),
+        )
+    reopened = SqliteLedger(path)
+    await reopened.open()
+    try:
+        await reopened.remember_tag(ArtifactRef.parse(f"docker.io/library/nginx:1.25@{DIGEST_A}"))
+        with pytest.raises(TagMutationError, match=DIGEST_A):
+            await reopened.remember_tag(
+                ArtifactRef.parse(f"index.docker.io/library/nginx:1.25@{DIGEST_B}")
+            )
+    finally:
+        await reopened.close()
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT repository, tag, digest FROM tags").fetchall()
+    assert rows == [("nginx", "1.25", DIGEST_A)]  # known already: nothing added
 
 
 @pytest.fixture

@@ -341,3 +341,60 @@ def test_schema_accepts_the_valid_manifest_and_refuses_a_bad_one() -> None:
     del broken["artifact"]
     messages = [e.message for e in validator.iter_errors(broken)]
     assert messages == ["'artifact' is a required property"]
+
+
+IDENTITY_FIELDS = [
+    "service",
+    "artifact",
+    "version",
+    "build.id",
+    "build.url",
+    "build.traceparent",
+    "source.repository",
+    "source.commit",
+    "source.ref",
+    "provenance.builderId",
+    "provenance.subjectDigest",
+    "provenance.uri",
+    "config[0].name",
+    "secrets[0].ref",
+]
+
+
+def value_at(data: Any, path: str) -> Any:
+    """The value at ``path`` (dots, [i] for list items) of ``data``."""
+    for part in path.replace("]", "").replace("[", ".").split("."):
+        data = data[int(part)] if part.isdigit() else data[part]
+    return data
+
+
+@pytest.mark.parametrize("field", IDENTITY_FIELDS)
+@pytest.mark.parametrize(
+    ("char", "named"),
+    [
+        pytest.param("\x00", "NUL", id="nul"),
+        pytest.param("\n", "a newline", id="newline"),
+        pytest.param("\r", "a carriage return", id="carriage-return"),
+    ],
+)
+@pytest.mark.parametrize("where", ["end", "middle"])
+def test_identity_fields_refuse_nul_and_line_breaks(
+    field: str, char: str, named: str, where: str
+) -> None:
+    """An identity field with NUL, CR or LF is refused at its path, naming the character."""
+    original = value_at(valid_manifest(), field)
+    changed = original + char if where == "end" else original[:3] + char + original[3:]
+    problems = problems_of(with_change(field, changed))
+    assert [p.path for p in problems] == [field]
+    assert f"contains {named}" in problems[0].message
+    assert "must be one line" in problems[0].message
+
+
+def test_sha512_digests_are_accepted_for_artifact_and_provenance() -> None:
+    """sha512 is a registered OCI digest algorithm for the artifact and its provenance."""
+    sha512 = "sha512:" + "cd" * 64
+    data = with_change("artifact", f"registry.example.com/shop/checkout:1.4.2@{sha512}")
+    data["provenance"]["subjectDigest"] = sha512
+    manifest = ReleaseManifest.from_data(data)
+    assert manifest.artifact_ref.digest == sha512
+    assert manifest.provenance is not None and manifest.provenance.subject_digest == sha512

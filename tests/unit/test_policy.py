@@ -305,10 +305,11 @@ def test_detect_and_power_parse(
                      "stages[0].gates.slo[0]", "min makes no sense for a bad/total ratio",
                      id="ratio-with-min"),
         pytest.param(GATE, {"name": "g", "query": 'up{x="$foo"}', "max": 1},
-                     "stages[1].gates.slo[0]", "unknown placeholder(s) ['foo']; known: $backend",
+                     "stages[1].gates.slo[0].query", "unknown placeholder $foo",
                      id="unknown-placeholder"),
-        pytest.param(RATIO_GATE, {"name": "g", "ratio": {"bad": "$bar", "total": "x"}, "max": 1},
-                     "stages[0].gates.slo[0]", "unknown placeholder(s) ['bar']",
+        pytest.param(RATIO_GATE,
+                     {"name": "g", "ratio": {"bad": 'x{a="$bar"}', "total": "x"}, "max": 1},
+                     "stages[0].gates.slo[0].ratio.bad", "unknown placeholder $bar",
                      id="unknown-placeholder-in-ratio"),
         pytest.param(GATE + ".maxVsBaseline", 1.0, "stages[1].gates.slo[0].maxVsBaseline",
                      "greater than 1", id="max-vs-baseline-not-above-1"),
@@ -524,6 +525,58 @@ def test_non_mapping_document_is_refused(text: str) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("template", "what", "fix"),
+    [
+        pytest.param("sum(x{version='$version'})", "$version is inside a single-quoted string",
+                     'use {version="$version"}', id="single-quoted"),
+        pytest.param("sum(x{version=`$version`})", "$version is inside a backtick raw string",
+                     'use {version="$version"}', id="backtick"),
+        pytest.param('sum(x{job="a"}) # $tag\n', "$tag is inside a comment",
+                     'use {tag="$tag"}', id="comment"),
+        pytest.param('sum(x{job="a"}) > $service', "$service is outside any string",
+                     'use {service="$service"}', id="bare"),
+        pytest.param('sum(x{v="\\$version"})', "$version is right after a backslash",
+                     "remove the backslash before $version", id="after-backslash"),
+        pytest.param('sum(rate(x{a="b"}[$tag]))', "$tag is in a range or offset",
+                     'use {tag="$tag"}', id="tag-as-range"),
+        pytest.param('sum(x{a="b"}) > $window', "$window is outside any string",
+                     "put $window in a range or after offset", id="window-bare"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("field", ["query", "ratio.bad"])
+def test_misplaced_placeholder_names_path_and_fix(
+    field: str, template: str, what: str, fix: str
+) -> None:
+    """A placeholder outside a double-quoted string is refused at its field with the fix."""
+    if field == "query":
+        gate_path, expected_path = GATE, "stages[1].gates.slo[0].query"
+        gate = {"name": "g", "max": 1, "query": template}
+    else:
+        gate_path, expected_path = RATIO_GATE, "stages[0].gates.slo[0].ratio.bad"
+        gate = {"name": "g", "max": 1, "ratio": {"bad": template, "total": 'x{a="$service"}'}}
+    [problem] = problems_of(changed(gate_path, gate))
+    assert (problem.path, problem.file) == (expected_path, SOURCE)
+    assert what in problem.message
+    assert fix in problem.fix
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        'sum(rate(x{version="$version",role="${role}"}[$window]))',
+        'sum(x{a="$digest"} offset $window)',
+        'max_over_time(sum(x{a="$tag"})[$window:$window])',
+        'label_replace(x{a="$repository"}, "b", "$stage", "c", "(.*)")',
+        'sum(x{a=~"$version|$$literal"}) # $$ in a comment is only a dollar',
+        'sum(x{a="\\\\$version"})',
+    ],
+)
+def test_placeholders_in_double_quotes_or_ranges_are_accepted(template: str) -> None:
+    """Double-quoted strings (and $window in a range) are where values stay inert."""
+    parse_policy(changed(GATE, {"name": "g", "max": 1, "query": template}), SOURCE)
+
+
 def test_several_model_problems_are_all_reported() -> None:
     """Every field problem in one policy is reported together, each with file and fix."""
     data = valid_policy()
@@ -537,7 +590,7 @@ def test_several_model_problems_are_all_reported() -> None:
     assert sorted(p.path for p in problems) == [
         "apiVersion",
         "stages[0].strategy",
-        "stages[1].gates.slo[0]",
+        "stages[1].gates.slo[0].query",
         "stages[1].strategy.canary.steps",
     ]
     assert all(p.file == SOURCE and p.fix for p in problems)

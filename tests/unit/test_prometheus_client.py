@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from sidecar.analysis.prometheus import NullMetricsSource, PrometheusSource
 from sidecar.analysis.queries import render
 from sidecar.domain.measurement import Measurement, MeasurementKind
-from sidecar.errors import SettingsError
+from sidecar.errors import QueryError, SettingsError
 from tests.conftest import HttpServer, PrometheusFactory
 from tests.support.processes import (
     free_port,
@@ -157,6 +157,20 @@ async def test_rendered_injection_cannot_change_the_answer(scraped: Scraped) -> 
     measurement = await scraped.source.query(render(template, hostile))
 
     assert measurement == Measurement.no_data("empty result")
+
+
+@ON_REAL_PROMETHEUS
+async def test_single_quoted_placeholder_is_refused_before_it_can_inject(
+    scraped: Scraped,
+) -> None:
+    """Escaping covers double quotes only, so a single-quoted placeholder is refused."""
+    template = "sum(gate_single{job='$version'})"
+    hostile = {"version": "x'}) or vector(2) #"}
+    unescaped = string.Template(template).substitute(hostile)
+    assert await scraped.source.query(unescaped) == Measurement.of(2.0)  # it would inject
+
+    with pytest.raises(QueryError, match="single-quoted"):
+        render(template, hostile)
 
 
 @ON_REAL_PROMETHEUS

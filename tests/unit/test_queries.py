@@ -10,9 +10,12 @@ import pytest
 from sidecar.analysis import queries
 from sidecar.analysis.queries import (
     KNOWN_PLACEHOLDERS,
+    Context,
     escape_label_value,
+    placeholder_uses,
     placeholders,
     render,
+    template_problems,
 )
 from sidecar.errors import QueryError
 
@@ -178,6 +181,106 @@ def test_valid_windows(window: str) -> None:
 def test_invalid_windows(window: str) -> None:
     with pytest.raises(QueryError, match=r"\$window"):
         render("rate(up[$window])", {"window": window})
+
+
+DQ, SQ, RAW = Context.DOUBLE_QUOTED, Context.SINGLE_QUOTED, Context.RAW
+COMMENT, ESCAPE, DURATION, CODE = Context.COMMENT, Context.ESCAPE, Context.DURATION, Context.CODE
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        pytest.param('x{v="$version"}', [("version", DQ)], id="double-quoted"),
+        pytest.param('x{v="${version}"}', [("version", DQ)], id="double-quoted-braced"),
+        pytest.param('x{v="a $version b"}', [("version", DQ)], id="double-quoted-middle"),
+        pytest.param("x{v='$version'}", [("version", SQ)], id="single-quoted"),
+        pytest.param("x{v=`$version`}", [("version", RAW)], id="backtick"),
+        pytest.param("x{v=`a\\`} $tag", [("tag", CODE)], id="backtick-has-no-escapes"),
+        pytest.param("x # $version", [("version", COMMENT)], id="comment"),
+        pytest.param('x # "\n$tag', [("tag", CODE)], id="comment-ends-at-newline"),
+        pytest.param('x{a="#"} $tag', [("tag", CODE)], id="hash-in-string-is-no-comment"),
+        pytest.param("x{v=$version}", [("version", CODE)], id="bare-matcher"),
+        pytest.param("$version", [("version", CODE)], id="whole-query"),
+        pytest.param('x{v="\\$version"}', [("version", ESCAPE)], id="after-backslash"),
+        pytest.param("x{v='\\$version'}", [("version", ESCAPE)], id="after-backslash-single"),
+        pytest.param('x{v="\\\\$version"}', [("version", DQ)], id="after-escaped-backslash"),
+        pytest.param('x{v="\\"$tag"}', [("tag", DQ)], id="escaped-quote-keeps-it-open"),
+        pytest.param('x{v="\\""} $tag', [("tag", CODE)], id="escaped-quote-then-close"),
+        pytest.param('x{v="\\\\"} $tag', [("tag", CODE)], id="escaped-backslash-then-close"),
+        pytest.param("x{v='\"'} $tag", [("tag", CODE)], id="double-quote-in-single"),
+        pytest.param('x{v="\'"} $tag', [("tag", CODE)], id="single-quote-in-double"),
+        pytest.param("rate(x[$window])", [("window", DURATION)], id="range"),
+        pytest.param("rate(x[ $window ])", [("window", DURATION)], id="range-spaced"),
+        pytest.param("x offset $window", [("window", DURATION)], id="offset"),
+        pytest.param("x OFFSET $window", [("window", DURATION)], id="offset-upper"),
+        pytest.param("x[5m:$window]", [("window", DURATION)], id="subquery-step"),
+        pytest.param("x myoffset $window", [("window", CODE)], id="offset-inside-a-name"),
+        pytest.param("x{a='b'} : $window", [("window", CODE)], id="colon-outside-brackets"),
+        pytest.param("x[1h$window]", [("window", CODE)], id="glued-to-a-duration"),
+        pytest.param("x > $window", [("window", CODE)], id="comparison"),
+        pytest.param('x{a="$$"} $$tag # $$', [], id="literal-dollars"),
+        pytest.param('x{a="$"} $1', [], id="stray-dollars-are-no-placeholders"),
+        pytest.param(
+            "x{a=\"$service\",b='$tag'}[$window] # $role",
+            [("service", DQ), ("tag", SQ), ("window", DURATION), ("role", COMMENT)],
+            id="several",
+        ),
+    ],
+)
+def test_placeholder_contexts(template: str, expected: list[tuple[str, Context]]) -> None:
+    """The lexer sees each placeholder where PromQL would: in which string, comment or code."""
+    assert [(use.name, use.context) for use in placeholder_uses(template)] == expected
+
+
+@pytest.mark.parametrize(
+    ("template", "fix"),
+    [
+        pytest.param("x{v='$version'}", 'use {version="$version"}', id="single-quoted"),
+        pytest.param("x{v=`$version`}", 'use {version="$version"}', id="backtick"),
+        pytest.param("x # $version", 'use {version="$version"}', id="comment"),
+        pytest.param("x{v=$version}", 'use {version="$version"}', id="bare"),
+        pytest.param('x{v="\\$version"}', "remove the backslash before $version", id="escape"),
+        pytest.param("rate(x[$version])", 'use {version="$version"}', id="range"),
+        pytest.param("x > $window", "put $window in a range or after offset", id="bare-window"),
+        pytest.param("x{v='$window'}", "put $window in a range or after offset", id="sq-window"),
+    ],
+)
+def test_render_refuses_a_misplaced_placeholder(template: str, fix: str) -> None:
+    """Rendering refuses a template the policy check would refuse, whatever the values."""
+    [(_, given)] = template_problems(template)
+    assert fix in given
+    with pytest.raises(QueryError) as caught:
+        render(template, IDENTITY)
+    assert "is refused" in str(caught.value)
+    assert fix in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("template", "identity"),
+    [
+        pytest.param("sum(x{version='$version'})", {"version": "x'}) or vector(2) #"},
+                     id="single-quote-breakout"),
+        pytest.param("sum(x{version=`$version`})", {"version": "x`}) or vector(2) #"},
+                     id="backtick-breakout"),
+        pytest.param("sum(x) # $version", {"version": "x\nor vector(2)"}, id="comment"),
+        pytest.param('sum(x{version="\\$version"})', {"version": '"}) or vector(2) #'},
+                     id="backslash-eats-the-escape"),
+        pytest.param("sum(rate(x[$version]))", {"version": "1m])) or vector(2) #"},
+                     id="range-breakout"),
+    ],
+)  # fmt: skip
+def test_injections_in_unsafe_contexts_are_refused(template: str, identity: dict[str, str]) -> None:
+    """Each of these values, substituted where escaping does not hold, would add PromQL."""
+    with pytest.raises(QueryError, match=r"\$version is "):
+        render(template, identity)
+
+
+def test_known_placeholders_all_follow_the_quoting_rule() -> None:
+    """Every known placeholder but $window is refused outside double quotes; none is exempt."""
+    for name in sorted(KNOWN_PLACEHOLDERS - {"window"}):
+        assert template_problems(f'x{{a="${name}"}}') == []
+        for template in (f"x{{a='${name}'}}", f"x[${name}]", f"x > ${name}", f"x # ${name}"):
+            assert len(template_problems(template)) == 1, template
 
 
 def test_queries_module_does_no_io() -> None:
