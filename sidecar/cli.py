@@ -344,6 +344,14 @@ def schema_manifest() -> None:
     click.echo(json.dumps(manifest_schema(), indent=2))
 
 
+@schema.command("policy")
+def schema_policy() -> None:
+    """The promotion policy's JSON Schema."""
+    from sidecar.domain.policy import policy_schema  # noqa: PLC0415
+
+    click.echo(json.dumps(policy_schema(), indent=2))
+
+
 @cli.command()
 def demo() -> None:
     """Run the end-to-end demo: real services, Prometheus and the sidecar, on this machine."""
