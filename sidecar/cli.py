@@ -162,9 +162,11 @@ async def promote(
     With --wait, follow it and exit 0 promoted, 1 rolled back or refused, 3 aborted,
     4 inconclusive, 2 on errors.
     """
-    from sidecar.domain.manifest import ReleaseManifest  # noqa: PLC0415
+    from sidecar.domain.manifest import load_manifest  # noqa: PLC0415
 
-    manifest = ReleaseManifest.load(manifest_file)
+    manifest, stripped = load_manifest(manifest_file)
+    for path in stripped:
+        click.echo(f"warning: {manifest_file}: {path}: credentials removed from this URL", err=True)
     promotion = await client.create(manifest.to_json_dict(), stage, upstream)
     if not wait:
         click.echo(promotion["id"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,7 +26,13 @@ from pydantic import (
 )
 
 from sidecar.domain.artifact import ArtifactRef
-from sidecar.domain.validation import MAX_INTEGER, problems_from, string_paths
+from sidecar.domain.validation import (
+    MAX_INTEGER,
+    json_problems,
+    parse_int,
+    problems_from,
+    string_paths,
+)
 from sidecar.errors import ArtifactReferenceError, ManifestError, Problem
 from sidecar.redaction import has_userinfo, strip_userinfo
 
@@ -192,23 +199,37 @@ class ReleaseManifest(_Model):
     @classmethod
     def load(cls, path: Path | str) -> ReleaseManifest:
         """Read and validate a manifest file."""
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ManifestError(
-                f"cannot read {path}", [Problem("", exc.strerror or str(exc), "", str(path))]
-            ) from None
-        except json.JSONDecodeError as exc:
-            raise ManifestError(
-                f"{path} is not JSON",
-                [
-                    Problem(
-                        f"line {exc.lineno} column {exc.colno}", exc.msg, "fix the JSON", str(path)
-                    )
-                ],
-            ) from None
-        return cls.from_data(data, source=str(path))
+        return cls.from_data(_read_json(Path(path)), source=str(path))
+
+
+def load_manifest(path: Path | str) -> tuple[ReleaseManifest, list[str]]:
+    """A manifest file, validated, and the fields whose URL credentials were removed."""
+    data = _read_json(Path(path))
+    return ReleaseManifest.from_data(data, source=str(path)), credential_paths(data)
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file's data, bounded like an API body; every failure names the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"), parse_int=parse_int)
+    except OSError as exc:
+        raise ManifestError(
+            f"cannot read {path}", [Problem("", exc.strerror or str(exc), "", str(path))]
+        ) from None
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno}"
+        raise ManifestError(
+            f"{path} is not JSON", [Problem(where, exc.msg, "fix the JSON", str(path))]
+        ) from None
+    except (RecursionError, UnicodeDecodeError):
+        raise ManifestError(
+            f"{path} is not JSON",
+            [Problem("", "not UTF-8 JSON, or nested too deeply", "fix the JSON", str(path))],
+        ) from None
+    problems = json_problems(data)
+    if problems:
+        raise ManifestError(f"{path} is invalid", [replace(p, file=str(path)) for p in problems])
+    return data
 
 
 def credential_paths(data: Any) -> list[str]:

@@ -15,6 +15,7 @@ from sidecar.domain.manifest import (
     MAX_URL,
     ReleaseManifest,
     credential_paths,
+    load_manifest,
     manifest_schema,
 )
 from sidecar.errors import ManifestError, Problem
@@ -400,3 +401,30 @@ def test_credentials_are_removed_from_every_url_field() -> None:
     assert stored["source"]["repository"] == "https://git.example/shop/checkout"
     assert stored["secrets"][0]["ref"] == "vault://vault.example/shop/db#password"
     assert credential_paths(valid_manifest()) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "fragment"),
+    [
+        ("[" * 5000 + "]" * 5000, "", "nested too deeply"),
+        ('{"build": {"number": ' + "7" * 5000 + "}}", "build.number", "5000 digits"),
+    ],
+)
+def test_load_refuses_hostile_json_naming_file_and_path(
+    tmp_path: Path, text: str, path: str, fragment: str
+) -> None:
+    file = tmp_path / "m.json"
+    file.write_text(text)
+    with pytest.raises(ManifestError) as caught:
+        ReleaseManifest.load(file)
+    [problem] = caught.value.problems
+    assert (problem.path, problem.file) == (path, str(file))
+    assert fragment in problem.message
+
+
+def test_load_manifest_names_the_fields_whose_credentials_it_removed(tmp_path: Path) -> None:
+    file = tmp_path / "m.json"
+    file.write_text(json.dumps(with_change("build.url", CREDENTIALS["build.url"])))
+    manifest, stripped = load_manifest(file)
+    assert stripped == ["build.url"]
+    assert manifest.build.url == "https://ci.example/runs/981"
