@@ -174,9 +174,11 @@ async def promote(
     With --wait, follow it and exit 0 promoted, 1 rolled back or refused, 3 aborted,
     4 inconclusive, 2 on errors.
     """
-    from sidecar.domain.manifest import ReleaseManifest  # noqa: PLC0415
+    from sidecar.domain.manifest import load_manifest  # noqa: PLC0415
 
-    manifest = ReleaseManifest.load(manifest_file)
+    manifest, stripped = load_manifest(manifest_file)
+    for path in stripped:
+        click.echo(f"warning: {manifest_file}: {path}: credentials removed from this URL", err=True)
     promotion = await client.create(manifest.to_json_dict(), stage, upstream, backend)
     if not wait:
         click.echo(promotion["id"])
@@ -362,6 +364,14 @@ def schema_traffic() -> None:
     from sidecar.actuators.base import traffic_state_schema  # noqa: PLC0415
 
     click.echo(json.dumps(traffic_state_schema(), indent=2))
+
+
+@schema.command("policy")
+def schema_policy() -> None:
+    """The promotion policy's JSON Schema."""
+    from sidecar.domain.policy import policy_schema  # noqa: PLC0415
+
+    click.echo(json.dumps(policy_schema(), indent=2))
 
 
 @cli.command()

@@ -24,6 +24,7 @@ from sidecar.errors import (
 )
 
 DEFAULT_SERVER = "http://127.0.0.1:8480"
+MAX_PAGE = 1000  # the most items the server sends per page
 
 Json = dict[str, Any]
 Items = list[Json]
@@ -89,15 +90,29 @@ class ApiClient:
         return await self._json("GET", f"/v1/promotions/{_segment(promotion_id)}")
 
     async def list(
-        self, *, service: str | None = None, stage: str | None = None, active: bool | None = None
+        self,
+        *,
+        service: str | None = None,
+        stage: str | None = None,
+        active: bool | None = None,
+        limit: int | None = None,
+        page_size: int = MAX_PAGE,
     ) -> Items:
-        """Promotions, optionally only those of a service, a stage, or only active ones."""
+        """Promotions newest first, optionally only those of a service, a stage, or only
+        active ones; at most ``limit`` of them, fetched ``page_size`` per request."""
         params = {"service": service, "stage": stage}
         query = {k: v for k, v in params.items() if v}
         if active is not None:
             query["active"] = "1" if active else "0"
-        data = await self._json("GET", "/v1/promotions", params=query)
-        items: Items = data["items"]
+        items: Items = []
+        while limit is None or len(items) < limit:
+            wanted = page_size if limit is None else min(page_size, limit - len(items))
+            data = await self._json("GET", "/v1/promotions", params={**query, "limit": str(wanted)})
+            items.extend(data["items"])
+            cursor = data.get("next")
+            if not cursor or not data["items"]:  # the server's last page
+                break
+            query["cursor"] = str(cursor)
         return items
 
     async def events(

@@ -10,6 +10,7 @@ occur and never cross it. Each error says what was wrong, where, and what to do.
     │   ├── ManifestError            release manifest fails its schema
     │   ├── PolicyError              promotion policy fails validation (carries every problem)
     │   ├── RequestError             an API request body or parameter is malformed
+    │   │   └── RequestTooLargeError     its URL or a header is over the server's limit
     │   └── SettingsError            a setting or PROMGATE_* variable is invalid
     ├── RefusedError             the release is refused by a rule (CLI exit 1, HTTP 409/422)
     │   ├── TagMutationError         a known tag arrived with a different digest
@@ -78,6 +79,14 @@ class PolicyError(ProblemsError):
 
 class RequestError(ProblemsError):
     """An API request itself (JSON, fields, query parameters) is malformed."""
+
+
+class RequestTooLargeError(RequestError):
+    """The request line or a header is longer than the API accepts (HTTP 414 or 431)."""
+
+    def __init__(self, what: str, problems: Iterable[Problem], *, status: int) -> None:
+        super().__init__(what, problems)
+        self.status = status
 
 
 class SettingsError(InputError):

@@ -1,8 +1,10 @@
 """The HTTP API: thin handlers over the Controller, bearer-token roles, one error mapping.
 
 Every error a client can cause comes back as ``{"error": {"type", "message", "problems"}}``
-with the status its kind calls for; anything unexpected is a 500 whose traceback is logged
-and never returned.
+with the status its kind calls for, and each problem names its field path (``""`` for the
+body as a whole); anything unexpected is a 500 whose traceback is logged and never
+returned. Every write attempt (any method but GET/HEAD/OPTIONS), refused ones included, is
+audited with who, what, on which target, and how it ended.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sidecar.actuators.base import BACKEND_NAME
 from sidecar.api.auth import Principal, Role, TokenTable
+from sidecar.domain.manifest import credential_paths
+from sidecar.domain.policy import MAX_NAME
 from sidecar.domain.promotion import PromotionEvent, StableRelease
-from sidecar.domain.validation import problems_from
+from sidecar.domain.validation import MAX_INTEGER, json_problems, parse_int, problems_from
 from sidecar.engine.controller import Controller
 from sidecar.errors import (
     ActuationError,
@@ -36,8 +40,10 @@ from sidecar.errors import (
     PromgateError,
     RefusedError,
     RequestError,
+    RequestTooLargeError,
     TagMutationError,
 )
+from sidecar.redaction import redact
 from sidecar.telemetry.logging import get_logger
 
 _log = get_logger("api")
@@ -46,6 +52,19 @@ _GRACE_S = 0.5  # after a terminal phase, how long to wait for trailing events
 _TRUE = frozenset({"1", "true", "yes"})
 _FALSE = frozenset({"0", "false", "no"})
 _CHALLENGE = 'Bearer realm="promgate"'
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+MAX_URL_BYTES = 8192  # request target (path and query)
+MAX_HEADER_BYTES = 8192  # one header's name plus value
+MAX_HEADERS = 100
+# aiohttp's own parser limits sit above ours, so a request between the two still reaches
+# the app and gets a JSON answer; beyond them aiohttp answers a plain-text 400 itself.
+_PARSER_LIMITS = {"max_line_size": 65536, "max_field_size": 65536, "max_headers": 256}
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+_EVENT_PAGE = 500  # events read from the ledger at a time while streaming
+_AUDIT_TEXT = 512  # characters of an audit row's action, target or reason
+_ACTIONS = {"rollback-stage": "rollback"}  # route name -> audited action, where they differ
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -56,8 +75,8 @@ class _CreateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     manifest: dict[str, Any]
-    stage: str = Field(min_length=1)
-    upstream: str | None = None
+    stage: str = Field(min_length=1, max_length=MAX_NAME)
+    upstream: str | None = Field(default=None, max_length=2048)
     backend: str | None = Field(default=None, pattern=BACKEND_NAME)
 
     @field_validator("upstream")
@@ -86,17 +105,25 @@ def build_api(
 ) -> web.Application:
     """The aiohttp application; ``keepalive_s`` is the idle time before a stream keepalive."""
     api = _Api(controller, tokens, registry, keepalive_s)
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[_errors])
+    app = web.Application(
+        client_max_size=max_body_bytes,
+        middlewares=[_audit_writes(api), _errors, _within_limits],
+        handler_args=_PARSER_LIMITS,
+    )
     app.on_shutdown.append(api.close_streams)
-    app.router.add_post("/v1/promotions", api.create)
+    # write routes are named by the action their audit rows record
+    app.router.add_post("/v1/promotions", api.create, name="create")
     app.router.add_get("/v1/promotions", api.list_promotions)
     app.router.add_get("/v1/promotions/{id}", api.get_promotion, name="promotion")
     app.router.add_get("/v1/promotions/{id}/events", api.events)
-    app.router.add_post("/v1/promotions/{id}/approve", api.approve)
-    app.router.add_post("/v1/promotions/{id}/abort", api.abort)
-    app.router.add_post("/v1/promotions/{id}/rollback", api.rollback)
-    app.router.add_post("/v1/stages/{stage}/services/{service}/rollback", api.rollback_stage)
+    app.router.add_post("/v1/promotions/{id}/approve", api.approve, name="approve")
+    app.router.add_post("/v1/promotions/{id}/abort", api.abort, name="abort")
+    app.router.add_post("/v1/promotions/{id}/rollback", api.rollback, name="rollback")
+    app.router.add_post(
+        "/v1/stages/{stage}/services/{service}/rollback", api.rollback_stage, name="rollback-stage"
+    )
     app.router.add_get("/v1/stages/{stage}/services/{service}/history", api.history)
+    app.router.add_get("/v1/audit", api.audit_trail)
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/readyz", api.readyz)
     app.router.add_get("/metrics", api.metrics)
@@ -123,9 +150,16 @@ class _Api:
     def _principal(self, request: web.Request, needed: Role) -> Principal:
         return self.tokens.authenticate(request.headers.get("Authorization"), needed)
 
-    async def _audit(self, principal: Principal, action: str, target: str) -> None:
-        now = self.controller.ctx.clock.now()
-        await self.controller.ctx.ledger.audit(principal.name, action, target, now)
+    def actor(self, request: web.Request) -> str:
+        """The name audit rows record: the token's owner, or anonymous if it has none."""
+        try:
+            return self.tokens.identify(request.headers.get("Authorization")).name
+        except AuthError:
+            return "anonymous"
+
+    async def audit(self, actor: str, action: str, target: str, result: str, reason: str) -> None:
+        ledger, now = self.controller.ctx.ledger, self.controller.ctx.clock.now()
+        await ledger.audit(actor, action, target, now, result=result, reason=reason)
 
     async def create(self, request: web.Request) -> web.Response:
         principal = self._principal(request, Role.PROMOTER)
@@ -138,27 +172,54 @@ class _Api:
                 backend=body.backend,
                 actor=principal.name,
             )
-        except RefusedError as exc:
-            if exc.promotion_id is not None:  # the refusal was stored: a write to account for
-                await self._audit(principal, "create", exc.promotion_id)
-            raise
         except ManifestError as exc:
             raise _within("manifest", exc) from None
-        await self._audit(principal, "create", promotion.id)
         location = request.app.router["promotion"].url_for(id=promotion.id)
-        return web.json_response(
-            promotion.to_dict(), status=201, headers={"Location": str(location)}
-        )
+        answer = promotion.to_dict()
+        stripped = [f"manifest.{path}" for path in credential_paths(body.manifest)]
+        if stripped:
+            _log.warning(
+                "credentials removed from manifest URLs",
+                extra={"promotion": promotion.id, "fields": stripped},
+            )
+            answer["warnings"] = [
+                {"path": path, "message": "credentials removed from this URL; never send any"}
+                for path in stripped
+            ]
+        return web.json_response(answer, status=201, headers={"Location": str(location)})
 
     async def list_promotions(self, request: web.Request) -> web.Response:
         self._principal(request, Role.VIEWER)
         query = request.query
-        promotions = await self.controller.list(
-            service=query.get("service") or None,
-            stage=query.get("stage") or None,
-            active=_flag(query.get("active"), "active"),
+        limit = _limit(query.get("limit"))
+        cursor = _cursor(query.get("cursor"))
+        try:
+            promotions = await self.controller.list(
+                service=query.get("service") or None,
+                stage=query.get("stage") or None,
+                active=_flag(query.get("active"), "active"),
+                limit=limit + 1,
+                after=cursor,
+            )
+        except NotFoundError:
+            raise _bad_cursor() from None
+        page = promotions[:limit]
+        more = len(promotions) > limit
+        return web.json_response(
+            {"items": [p.to_dict() for p in page], "next": page[-1].id if more else None}
         )
-        return web.json_response({"items": [p.to_dict() for p in promotions]})
+
+    async def audit_trail(self, request: web.Request) -> web.Response:
+        """The audit trail for admins, newest first, paged like the promotion list."""
+        self._principal(request, Role.ADMIN)
+        limit = _limit(request.query.get("limit"))
+        before = _count(request.query.get("cursor"), "cursor") or None
+        entries = await self.controller.ctx.ledger.audit_trail(limit=limit + 1, before=before)
+        page = entries[:limit]
+        more = len(entries) > limit
+        return web.json_response(
+            {"items": [asdict(e) for e in page], "next": str(page[-1].id) if more else None}
+        )
 
     async def get_promotion(self, request: web.Request) -> web.Response:
         self._principal(request, Role.VIEWER)
@@ -218,6 +279,12 @@ class _Api:
         if sse and "Last-Event-ID" in request.headers:
             after = max(after, _count(request.headers["Last-Event-ID"], "Last-Event-ID"))
         follow = bool(_flag(request.query.get("follow"), "follow"))
+        limit = _limit(request.query.get("limit"), default=None)
+        if limit is not None and follow:
+            raise RequestError(
+                "limit and follow exclude each other",
+                [Problem("limit", "a followed stream has no limit", "drop limit or follow")],
+            )
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream" if sse else "application/x-ndjson",
@@ -228,7 +295,7 @@ class _Api:
         await response.prepare(request)
         self._streaming.append(promotion_id)
         try:
-            await self._stream(response, promotion_id, after, follow, sse)
+            await self._stream(response, promotion_id, after, follow, sse, limit=limit)
         except ConnectionError:  # the client went away; nothing is wrong
             pass
         except Exception as exc:  # headers are sent: report in-band, then end the stream
@@ -241,14 +308,26 @@ class _Api:
         return response
 
     async def _stream(
-        self, response: web.StreamResponse, promotion_id: str, after: int, follow: bool, sse: bool
+        self,
+        response: web.StreamResponse,
+        promotion_id: str,
+        after: int,
+        follow: bool,
+        sse: bool,
+        *,
+        limit: int | None,
     ) -> None:
         async def send(events: Sequence[PromotionEvent]) -> int:
             for event in events:
                 await response.write(_frame(sse, event.kind, event.to_dict(), event.seq))
             return events[-1].seq if events else after
 
-        after = await send(await self.controller.events(promotion_id, after))
+        left = MAX_INTEGER if limit is None else limit
+        while left > 0:  # the log so far, a page at a time, so memory stays bounded
+            page = await self.controller.events(promotion_id, after, min(_EVENT_PAGE, left))
+            after, left = await send(page), left - len(page)
+            if len(page) < _EVENT_PAGE:
+                break
         while follow and not self._closing:
             if (await self.controller.get(promotion_id)).phase.terminal:
                 await self.controller.wait_finished(promotion_id)
@@ -266,6 +345,92 @@ class _Api:
         self._closing = True
         for promotion_id in set(self._streaming):
             self.controller.ctx.bus.notify(promotion_id)
+
+
+def _audit_writes(api: _Api) -> Any:
+    """A middleware that records one audit row per write attempt, whatever its outcome."""
+
+    @web.middleware
+    async def audit_writes(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method in _READS:
+            return await handler(request)
+        response = await handler(request)  # the error middleware inside makes every outcome one
+        action, target = _audit_subject(request, response)
+        result, reason = _audit_outcome(response)
+        try:
+            await api.audit(api.actor(request), action, target, result, reason)
+        except PromgateError as exc:  # the write's outcome stands; the gap must be seen
+            _log.error(
+                "audit row not recorded",
+                extra={"action": action, "target": target, "result": result, "error": str(exc)},
+            )
+        return response
+
+    return audit_writes
+
+
+def _audit_subject(request: web.Request, response: web.StreamResponse) -> tuple[str, str]:
+    """(action, target): the route's name and what it acts on."""
+    route = request.match_info.route
+    info = request.match_info
+    action = _ACTIONS.get(route.name or "", route.name) or f"{request.method} {request.path}"
+    if "id" in info:
+        target = info["id"]
+    elif "service" in info:
+        target = f"{info['service']}/{info['stage']}"
+    else:  # a create names the promotion it stored, even a refused one
+        body = _json_of(response)
+        error = body.get("error")
+        stored = error.get("promotion_id") if isinstance(error, dict) else body.get("id")
+        target = str(stored) if stored else "promotions"
+    return action[:_AUDIT_TEXT], target[:_AUDIT_TEXT]
+
+
+def _audit_outcome(response: web.StreamResponse) -> tuple[str, str]:
+    """(result, reason): ``applied``, or refused/failed with the status and the message."""
+    if response.status < 400:
+        return "applied", ""
+    error = _json_of(response).get("error")
+    message = error.get("message") if isinstance(error, dict) else None
+    kind = "refused" if response.status < 500 else "failed"
+    return f"{kind}:{response.status}", redact(str(message or ""))[:_AUDIT_TEXT]
+
+
+def _json_of(response: web.StreamResponse) -> dict[str, Any]:
+    body = response.body if isinstance(response, web.Response) else None
+    try:
+        data = json.loads(body) if isinstance(body, bytes) else None
+    except ValueError:
+        data = None
+    return data if isinstance(data, dict) else {}
+
+
+@web.middleware
+async def _within_limits(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuses a URL or header beyond the API's limits before any handler reads it."""
+    target = len(request.raw_path.encode())
+    if target > MAX_URL_BYTES:
+        raise RequestTooLargeError(
+            "request URL is too long",
+            [Problem("url", f"{target} bytes; the limit is {MAX_URL_BYTES}", "send a shorter URL")],
+            status=414,
+        )
+    if len(request.raw_headers) > MAX_HEADERS:
+        raise RequestTooLargeError(
+            "request has too many headers",
+            [Problem("headers", f"{len(request.raw_headers)}; the limit is {MAX_HEADERS}", "")],
+            status=431,
+        )
+    for name, value in request.raw_headers:
+        size = len(name) + len(value)
+        if size > MAX_HEADER_BYTES:
+            where = name.decode("latin-1")[:64]
+            raise RequestTooLargeError(
+                f"request header {where} is too large",
+                [Problem(where, f"{size} bytes; the limit is {MAX_HEADER_BYTES}", "shorten it")],
+                status=431,
+            )
+    return await handler(request)
 
 
 @web.middleware
@@ -323,6 +488,8 @@ def _classify(exc: Exception, request: web.Request) -> tuple[int, str, str, dict
 
 
 def _status(exc: PromgateError) -> int:
+    if isinstance(exc, RequestTooLargeError):
+        return exc.status
     if isinstance(exc, InputError):
         return 400
     if isinstance(exc, NotFoundError):
@@ -365,7 +532,7 @@ async def _read_json(request: web.Request) -> Any:
             "request body is empty", [Problem("", "no JSON body", "send a JSON object")]
         )
     try:
-        return json.loads(raw)
+        data = json.loads(raw, parse_int=parse_int)
     except UnicodeDecodeError:
         raise RequestError(
             "request body is not UTF-8", [Problem("", "not UTF-8 text", "send UTF-8 JSON")]
@@ -376,6 +543,15 @@ async def _read_json(request: web.Request) -> Any:
             f"request body is not valid JSON at {where}: {exc.msg}",
             [Problem(where, exc.msg, "fix the JSON")],
         ) from None
+    except RecursionError:  # the parser recurses per level; the walk below does not
+        raise RequestError(
+            "request body is nested too deeply",
+            [Problem("", "nested too deeply to parse", "flatten the data")],
+        ) from None
+    problems = json_problems(data)
+    if problems:
+        raise RequestError("request body is invalid", problems)
+    return data
 
 
 def _parse_create(data: Any) -> _CreateRequest:
@@ -413,14 +589,48 @@ def _flag(value: str | None, name: str) -> bool | None:
 
 
 def _count(value: str | None, name: str) -> int:
+    """A whole number that fits SQLite's 64-bit integers (an event seq or an audit id)."""
     if value is None or value == "":
         return 0
-    if not (value.isascii() and value.isdigit()):
+    if not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) > MAX_INTEGER:
         raise RequestError(
             f"{name} is invalid",
-            [Problem(name, f"{value!r} is not a whole number", "use an event seq, e.g. 0")],
+            [
+                Problem(
+                    name,
+                    f"{value[:32]!r} is not a whole number from 0 to {MAX_INTEGER}",
+                    "use a seq or cursor promgate returned, e.g. 0",
+                )
+            ],
         )
     return int(value)
+
+
+def _limit(value: str | None, default: int | None = DEFAULT_PAGE) -> Any:
+    """A page size from 1 to MAX_PAGE, or ``default`` when absent."""
+    if value is None or value == "":
+        return default
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value[:5]) <= MAX_PAGE:
+        raise RequestError(
+            "limit is invalid",
+            [Problem("limit", f"{value[:32]!r} is not from 1 to {MAX_PAGE}", "e.g. limit=100")],
+        )
+    return int(value)
+
+
+def _cursor(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    if len(value) > 64:
+        raise _bad_cursor()
+    return value
+
+
+def _bad_cursor() -> RequestError:
+    return RequestError(
+        "cursor is invalid",
+        [Problem("cursor", "not a cursor this list returned", "pass the `next` of a page")],
+    )
 
 
 def _frame(sse: bool, kind: str, body: Any, seq: int | None = None) -> bytes:

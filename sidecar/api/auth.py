@@ -120,20 +120,29 @@ class TokenTable:
         Raises ``AuthError`` with status 401 when the token is missing or unknown and 403
         when its role is too low.
         """
+        principal = self.identify(header_value)
+        self.authorize(principal, needed)
+        return principal
+
+    def identify(self, header_value: str | None) -> Principal:
+        """Who sent the header, without checking a role: anonymous when no tokens are
+        configured; ``AuthError`` (401) when the token is missing or unknown."""
         if not self._entries:
-            if needed > Role.VIEWER:
-                raise AuthError(
-                    "no API tokens are configured, so every write is refused: set "
-                    f"PROMGATE_TOKENS_FILE to a file of {_LINE_FORMAT} lines"
-                )
             return ANONYMOUS
-        principal = self._lookup(_bearer(header_value))
+        return self._lookup(_bearer(header_value))
+
+    def authorize(self, principal: Principal, needed: Role) -> None:
+        """``AuthError`` unless ``principal`` may act with role ``needed``."""
+        if not self._entries and needed > Role.VIEWER:
+            raise AuthError(
+                "no API tokens are configured, so every write is refused: set "
+                f"PROMGATE_TOKENS_FILE to a file of {_LINE_FORMAT} lines"
+            )
         if principal.role < needed:
             raise AuthError(
                 f"{principal.name} has role {principal.role}; this needs role {needed} or higher",
                 status=403,
             )
-        return principal
 
     def _lookup(self, token: str) -> Principal:
         given = _digest(token)

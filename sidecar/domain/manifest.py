@@ -1,21 +1,59 @@
-"""The release manifest: what travels with an artifact from CI to every stage."""
+"""The release manifest: what travels with an artifact from CI to every stage.
+
+Every string and list is bounded (the limits are in the JSON Schema), so a manifest
+cannot grow the ledger, the API's answers or spans without limit. Credentials in a URL
+(``https://user:token@host/...``) are removed from every string before anything is
+stored; :func:`credential_paths` names the fields they were removed from.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from sidecar.domain.artifact import DIGEST_PATTERN, ArtifactRef
-from sidecar.domain.validation import problems_from
+from sidecar.domain.validation import (
+    MAX_INTEGER,
+    json_problems,
+    parse_int,
+    problems_from,
+    string_paths,
+)
 from sidecar.errors import ArtifactReferenceError, ManifestError, Problem
+from sidecar.redaction import has_userinfo, strip_userinfo
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 _REFERENCE_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
+
+MAX_URL = 2048  # characters in a URL or reference
+MAX_TEXT = 256  # characters in an id, name, ref or version-like string
+MAX_ITEMS = 256  # entries in a list or mapping
+
+
+_WITHOUT_CREDENTIALS = AfterValidator(strip_userinfo)
+Url = Annotated[str, StringConstraints(max_length=MAX_URL), _WITHOUT_CREDENTIALS]
+RequiredUrl = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_URL), _WITHOUT_CREDENTIALS
+]
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT), _WITHOUT_CREDENTIALS]
+RequiredText = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_TEXT), _WITHOUT_CREDENTIALS
+]
+Count = Annotated[int, Field(ge=0, le=MAX_INTEGER)]
 
 
 class _Model(BaseModel):
@@ -40,11 +78,13 @@ def _one_line(value: Any) -> Any:
 class Build(_Model):
     """The CI run that produced the artifact."""
 
-    id: str = Field(min_length=1, description="CI run id, e.g. GitHub Actions run id")
-    number: int | None = Field(default=None, ge=0)
-    url: str | None = Field(default=None, description="link to the CI run")
+    id: RequiredText = Field(description="CI run id, e.g. GitHub Actions run id")
+    number: Count | None = None
+    url: Url | None = Field(default=None, description="link to the CI run")
     traceparent: str | None = Field(
-        default=None, description="W3C traceparent of the CI build span, to link traces"
+        default=None,
+        max_length=55,
+        description="W3C traceparent of the CI build span, to link traces",
     )
 
     @field_validator("traceparent")
@@ -60,9 +100,9 @@ class Build(_Model):
 class Source(_Model):
     """Where the code came from."""
 
-    repository: str = Field(min_length=1, description="repository URL")
-    commit: str = Field(pattern=r"^[0-9a-f]{7,64}$", description="full commit hash")
-    ref: str | None = Field(default=None, description="branch or tag, e.g. refs/heads/main")
+    repository: RequiredUrl = Field(description="repository URL")
+    commit: str = Field(pattern=r"^[0-9a-f]{7,64}$", max_length=64, description="full commit hash")
+    ref: Text | None = Field(default=None, description="branch or tag, e.g. refs/heads/main")
 
     _identity = field_validator("repository", "commit", "ref", mode="before")(_one_line)
 
@@ -70,10 +110,10 @@ class Source(_Model):
 class Provenance(_Model):
     """A SLSA provenance summary; its subject digest must match the artifact's."""
 
-    predicate_type: str = Field(alias="predicateType", default="https://slsa.dev/provenance/v1")
-    builder_id: str = Field(alias="builderId", min_length=1)
-    subject_digest: str = Field(alias="subjectDigest", pattern=DIGEST_PATTERN)
-    uri: str | None = Field(default=None, description="where the signed attestation lives")
+    predicate_type: Url = Field(alias="predicateType", default="https://slsa.dev/provenance/v1")
+    builder_id: RequiredUrl = Field(alias="builderId")
+    subject_digest: str = Field(alias="subjectDigest", pattern=DIGEST_PATTERN, max_length=135)
+    uri: Url | None = Field(default=None, description="where the signed attestation lives")
 
     _identity = field_validator(
         "predicate_type", "builder_id", "subject_digest", "uri", mode="before"
@@ -83,18 +123,18 @@ class Provenance(_Model):
 class Vulnerabilities(_Model):
     """Counts of known vulnerabilities by severity from the image scan."""
 
-    critical: int = Field(default=0, ge=0)
-    high: int = Field(default=0, ge=0)
-    medium: int = Field(default=0, ge=0)
-    low: int = Field(default=0, ge=0)
+    critical: Count = 0
+    high: Count = 0
+    medium: Count = 0
+    low: Count = 0
 
 
 class TestResults(_Model):
     """The test run's totals."""
 
-    passed: int = Field(default=0, ge=0)
-    failed: int = Field(default=0, ge=0)
-    skipped: int = Field(default=0, ge=0)
+    passed: Count = 0
+    failed: Count = 0
+    skipped: Count = 0
 
 
 class Checks(_Model):
@@ -102,14 +142,14 @@ class Checks(_Model):
 
     vulnerabilities: Vulnerabilities | None = None
     tests: TestResults | None = None
-    licences: list[str] = Field(default_factory=list)
+    licences: list[Text] = Field(default_factory=list, max_length=MAX_ITEMS)
 
 
 class Reference(_Model):
     """A config or secret *reference*. Values never travel in a manifest."""
 
-    name: str = Field(min_length=1)
-    ref: str = Field(description="e.g. k8s://namespace/secret-name#key or vault://path#key")
+    name: RequiredText
+    ref: Url = Field(description="e.g. k8s://namespace/secret-name#key or vault://path#key")
 
     @field_validator("ref")
     @classmethod
@@ -127,21 +167,27 @@ class Reference(_Model):
 class ReleaseManifest(_Model):
     """Identity and evidence of one release; validated before anything else happens."""
 
-    api_version: str = Field(default="promgate/v1", alias="apiVersion", pattern=r"^promgate/v1$")
-    service: Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
-    artifact: str = Field(description="repository[:tag]@sha256:<64 hex> (or sha512:<128 hex>)")
+    api_version: str = Field(
+        default="promgate/v1", alias="apiVersion", pattern=r"^promgate/v1$", max_length=11
+    )
+    service: Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length=63)]
+    artifact: str = Field(
+        max_length=MAX_URL,
+        description="repository[:tag]@sha256:<64 hex> (or sha512:<128 hex>)",
+    )
     version: str = Field(min_length=1, max_length=128)
     build: Build
     source: Source
     created_at: datetime = Field(alias="createdAt")
     provenance: Provenance | None = None
     checks: Checks = Field(default_factory=Checks)
-    compatibility: dict[str, list[str]] = Field(
+    compatibility: dict[Text, Annotated[list[Text], Field(max_length=MAX_ITEMS)]] = Field(
         default_factory=dict,
+        max_length=MAX_ITEMS,
         description="component -> versions this release works with, e.g. postgres: ['15', '16']",
     )
-    config: list[Reference] = Field(default_factory=list)
-    secrets: list[Reference] = Field(default_factory=list)
+    config: list[Reference] = Field(default_factory=list, max_length=MAX_ITEMS)
+    secrets: list[Reference] = Field(default_factory=list, max_length=MAX_ITEMS)
 
     @field_validator("artifact")
     @classmethod
@@ -181,23 +227,43 @@ class ReleaseManifest(_Model):
     @classmethod
     def load(cls, path: Path | str) -> ReleaseManifest:
         """Read and validate a manifest file."""
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ManifestError(
-                f"cannot read {path}", [Problem("", exc.strerror or str(exc), "", str(path))]
-            ) from None
-        except json.JSONDecodeError as exc:
-            raise ManifestError(
-                f"{path} is not JSON",
-                [
-                    Problem(
-                        f"line {exc.lineno} column {exc.colno}", exc.msg, "fix the JSON", str(path)
-                    )
-                ],
-            ) from None
-        return cls.from_data(data, source=str(path))
+        return cls.from_data(_read_json(Path(path)), source=str(path))
+
+
+def load_manifest(path: Path | str) -> tuple[ReleaseManifest, list[str]]:
+    """A manifest file, validated, and the fields whose URL credentials were removed."""
+    data = _read_json(Path(path))
+    return ReleaseManifest.from_data(data, source=str(path)), credential_paths(data)
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file's data, bounded like an API body; every failure names the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"), parse_int=parse_int)
+    except OSError as exc:
+        raise ManifestError(
+            f"cannot read {path}", [Problem("", exc.strerror or str(exc), "", str(path))]
+        ) from None
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno}"
+        raise ManifestError(
+            f"{path} is not JSON", [Problem(where, exc.msg, "fix the JSON", str(path))]
+        ) from None
+    except (RecursionError, UnicodeDecodeError):
+        raise ManifestError(
+            f"{path} is not JSON",
+            [Problem("", "not UTF-8 JSON, or nested too deeply", "fix the JSON", str(path))],
+        ) from None
+    problems = json_problems(data)
+    if problems:
+        raise ManifestError(f"{path} is invalid", [replace(p, file=str(path)) for p in problems])
+    return data
+
+
+def credential_paths(data: Any) -> list[str]:
+    """Field paths of the strings in raw manifest data that carry URL credentials, which
+    validation removes: what to warn the sender about."""
+    return [path for path, text in string_paths(data) if has_userinfo(text)]
 
 
 def manifest_schema() -> dict[str, Any]:

@@ -15,17 +15,29 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from sidecar.analysis.queries import template_problems
-from sidecar.domain.validation import problems_from
+from sidecar.domain.validation import MAX_INTEGER, problems_from
 from sidecar.errors import PolicyError, Problem
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_MAX_DURATION_TEXT = 32
+
+# Bounds of the policy's strings and lists; `promgate schema policy` shows them too.
+MAX_NAME = 63  # stage and gate names: they become metric labels and URL segments
+MAX_TEXT = 256
+MAX_QUERY = 8192  # a PromQL template
+MAX_ITEMS = 64  # stages, gates, requirements, required fields, stack entries
+
+Name = Annotated[str, Field(max_length=MAX_NAME)]
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+Query = Annotated[str, Field(min_length=1, max_length=MAX_QUERY)]
 
 
 def parse_duration(value: Any) -> float:
@@ -35,7 +47,8 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, int | float):
         seconds = float(value)
     else:
-        match = _DURATION.match(str(value))
+        text = str(value)
+        match = _DURATION.match(text) if len(text) <= _MAX_DURATION_TEXT else None
         if not match:
             raise ValueError(f"{value!r} is not a duration; write it like 30s, 500ms, 2m or 1h")
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
@@ -46,7 +59,19 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "maxLength": _MAX_DURATION_TEXT, "pattern": _DURATION.pattern},
+            ],
+            "description": "seconds, or a duration like 30s, 500ms, 2m or 1h",
+        }
+    ),
+]
 
 
 class _Model(BaseModel):
@@ -121,7 +146,7 @@ class Analysis(_Model):
 class Canary(_Model):
     """Shift live traffic in steps of weights, judging each step for ``stepDuration``."""
 
-    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(min_length=1)
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(min_length=1, max_length=100)
     step_duration: Duration = Field(alias="stepDuration")
 
     @field_validator("steps")
@@ -162,8 +187,8 @@ class Strategy(_Model):
 class RatioQueries(_Model):
     """Two counter queries; the gate judges bad/total over the evaluation's increase."""
 
-    bad: str = Field(min_length=1)
-    total: str = Field(min_length=1)
+    bad: Query
+    total: Query
 
     _templates = field_validator("bad", "total")(_query_template)
 
@@ -178,9 +203,9 @@ class SloGate(_Model):
     ``hardVsBaseline`` are guards that roll back at once.
     """
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=MAX_NAME)
     ratio: RatioQueries | None = None
-    query: str | None = None
+    query: Query | None = None
     max: float | None = None
     min: float | None = None
     max_vs_baseline: float | None = Field(default=None, alias="maxVsBaseline", gt=1.0)
@@ -190,6 +215,7 @@ class SloGate(_Model):
         default=10,
         alias="minRequests",
         ge=1,
+        le=MAX_INTEGER,
         description="requests on the candidate needed before a ratio gate judges",
     )
     window: Duration = Field(default=30.0, description="value of $window in `query`")
@@ -208,6 +234,7 @@ class SloGate(_Model):
         default=100,
         alias="minStepRequests",
         ge=1,
+        le=MAX_INTEGER,
         description="sequential: candidate requests a step needs before it may pass",
     )
     detect: float | None = Field(
@@ -254,19 +281,23 @@ class SloGate(_Model):
 class MetadataGates(_Model):
     """Rules on the manifest, checked before any traffic moves."""
 
-    max_vulnerabilities: dict[Literal["critical", "high", "medium", "low"], int] = Field(
-        default_factory=dict, alias="maxVulnerabilities"
-    )
+    max_vulnerabilities: dict[
+        Literal["critical", "high", "medium", "low"], Annotated[int, Field(le=MAX_INTEGER)]
+    ] = Field(default_factory=dict, alias="maxVulnerabilities", max_length=4)
     require_provenance: bool = Field(default=False, alias="requireProvenance")
-    required_fields: list[str] = Field(default_factory=list, alias="requiredFields")
+    required_fields: list[Text] = Field(
+        default_factory=list, alias="requiredFields", max_length=MAX_ITEMS
+    )
     require_passing_tests: bool = Field(default=False, alias="requirePassingTests")
-    stack: dict[str, str] = Field(
-        default_factory=dict, description="component -> version this stage runs"
+    stack: dict[Text, Text] = Field(
+        default_factory=dict,
+        max_length=MAX_ITEMS,
+        description="component -> version this stage runs",
     )
 
 
 class Gates(_Model):
-    slo: list[SloGate] = Field(default_factory=list)
+    slo: list[SloGate] = Field(default_factory=list, max_length=MAX_ITEMS)
     metadata: MetadataGates = Field(default_factory=MetadataGates)
 
     @field_validator("slo")
@@ -286,8 +317,8 @@ class Approval(_Model):
 
 
 class Stage(_Model):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
-    requires: list[str] = Field(default_factory=list)
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=MAX_NAME)
+    requires: list[Name] = Field(default_factory=list, max_length=MAX_ITEMS)
     strategy: Strategy
     analysis: Analysis | None = None
     gates: Gates = Field(default_factory=Gates)
@@ -295,7 +326,7 @@ class Stage(_Model):
 
 
 class Metadata(_Model):
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=MAX_TEXT)
 
 
 class PromotionPolicy(_Model):
@@ -304,9 +335,13 @@ class PromotionPolicy(_Model):
     api_version: Literal["promgate/v1"] = Field(alias="apiVersion")
     kind: Literal["PromotionPolicy"]
     metadata: Metadata
-    version: str = Field(min_length=1)
+    version: Annotated[
+        str,
+        Field(min_length=1, max_length=128),
+        WithJsonSchema({"type": ["string", "number"], "minLength": 1, "maxLength": 128}),
+    ]
     analysis: Analysis = Field(default_factory=Analysis)
-    stages: list[Stage] = Field(min_length=1)
+    stages: list[Stage] = Field(min_length=1, max_length=MAX_ITEMS)
 
     @field_validator("version", mode="before")
     @classmethod
@@ -322,6 +357,14 @@ class PromotionPolicy(_Model):
 
     def analysis_for(self, stage: Stage) -> Analysis:
         return stage.analysis or self.analysis
+
+
+def policy_schema() -> dict[str, Any]:
+    """The JSON Schema of a policy document, for editors and CI checks."""
+    schema = PromotionPolicy.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://promgate.dev/schemas/policy-v1.json"
+    return schema
 
 
 def graph_problems(data: dict[str, Any], source: str) -> list[Problem]:

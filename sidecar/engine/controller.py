@@ -22,10 +22,11 @@ from sidecar.engine.traffic import ROUTED_PHASES, SLOTS, candidate_backend
 from sidecar.errors import (
     ActuationError,
     ConflictError,
-    InputError,
     MetadataGateError,
     NotFoundError,
+    Problem,
     RefusedError,
+    RequestError,
     StageOrderError,
     TagMutationError,
 )
@@ -256,19 +257,40 @@ class Controller:
     def _stage(self, name: str) -> Stage:
         try:
             return self.ctx.policy.stage(name)
-        except KeyError as exc:
-            raise InputError(str(exc.args[0])) from None
+        except KeyError:
+            policy = self.ctx.policy
+            known = ", ".join(stage.name for stage in policy.stages)
+            raise RequestError(
+                f"unknown stage {name[:64]!r}",
+                [
+                    Problem(
+                        "stage",
+                        f"{name[:64]!r} is not a stage of policy {policy.metadata.name}",
+                        f"use one of: {known}",
+                    )
+                ],
+            ) from None
 
     async def get(self, promotion_id: str) -> Promotion:
         return await self.ctx.ledger.get(promotion_id)
 
     async def list(
-        self, *, service: str | None = None, stage: str | None = None, active: bool | None = None
+        self,
+        *,
+        service: str | None = None,
+        stage: str | None = None,
+        active: bool | None = None,
+        limit: int | None = None,
+        after: str | None = None,
     ) -> Sequence[Promotion]:
-        return await self.ctx.ledger.list(service=service, stage=stage, active=active)
+        return await self.ctx.ledger.list(
+            service=service, stage=stage, active=active, limit=limit, after=after
+        )
 
-    async def events(self, promotion_id: str, after: int = 0) -> Sequence[PromotionEvent]:
-        return await self.ctx.ledger.events(promotion_id, after)
+    async def events(
+        self, promotion_id: str, after: int = 0, limit: int | None = None
+    ) -> Sequence[PromotionEvent]:
+        return await self.ctx.ledger.events(promotion_id, after, limit)
 
     async def wait_events(
         self, promotion_id: str, after: int, timeout_s: float
@@ -295,7 +317,6 @@ class Controller:
             raise ConflictError(
                 f"promotion {promotion_id} is {promotion.phase.value}, not awaiting approval"
             )
-        await self.ctx.ledger.audit(actor, "approve", promotion_id, self.ctx.clock.now())
         approved = await self.ctx.move(
             promotion, event="approved", data={"actor": actor}, approved_by=actor
         )
@@ -312,8 +333,6 @@ class Controller:
         await self._cancel(promotion_id)
         promotion = await self.get(promotion_id)
         verb = "rolled back" if rollback else "aborted"
-        action = "rollback" if rollback else "abort"
-        await self.ctx.ledger.audit(actor, action, promotion_id, self.ctx.clock.now())
         phase = Phase.ROLLED_BACK if rollback else Phase.ABORTED
         if rollback:
             self.ctx.recorder.rollback(promotion, "manual")
@@ -378,7 +397,6 @@ class Controller:
                 "from_promotion": removed.promotion_id,
             },
         )
-        await self.ctx.ledger.audit(actor, "rollback", f"{service}/{stage}", now)
         self.ctx.recorder.stable_digest(service, stage, previous.artifact.digest, previous.version)
         self.ctx.recorder.rollback(record, "manual")
         _log.info(

@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sidecar.actuators.base import TrafficState
 from sidecar.domain.artifact import ArtifactRef
 from sidecar.domain.promotion import Phase, Promotion, PromotionEvent, StableRelease
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One write attempted through the API: who, what, on which target, and how it ended.
+
+    ``result`` is ``applied``, or ``refused:<status>`` / ``failed:<status>`` with the
+    HTTP status; ``reason`` is the error's message ("" when applied). ``id`` grows by one
+    per entry and orders them."""
+
+    id: int
+    at: float
+    actor: str
+    action: str
+    target: str
+    result: str = "applied"
+    reason: str = ""
 
 
 class Ledger(Protocol):
@@ -20,18 +38,27 @@ class Ledger(Protocol):
     async def close(self) -> None: ...
 
     async def create(self, promotion: Promotion) -> None:
-        """Store a new promotion; ``ConflictError`` if one is active for its service+stage."""
+        """Store a new promotion, its manifest included; ``ConflictError`` if one is active
+        for its service+stage."""
 
     async def save(self, promotion: Promotion) -> None:
-        """Replace the stored state of an existing promotion."""
+        """Replace the stored state of an existing promotion; its manifest, stored once by
+        :meth:`create`, is never rewritten."""
 
     async def get(self, promotion_id: str) -> Promotion:
         """The promotion, or ``NotFoundError``."""
 
     async def list(
-        self, *, service: str | None = None, stage: str | None = None, active: bool | None = None
+        self,
+        *,
+        service: str | None = None,
+        stage: str | None = None,
+        active: bool | None = None,
+        limit: int | None = None,
+        after: str | None = None,
     ) -> Sequence[Promotion]:
-        """Promotions, newest first, filtered."""
+        """Promotions, newest first, filtered; at most ``limit`` of them, starting after the
+        promotion with id ``after`` (``NotFoundError`` if there is none)."""
 
     async def newest(self, phases: Collection[Phase]) -> Sequence[Promotion]:
         """The newest promotion in one of ``phases`` of each (service, stage), newest first:
@@ -42,8 +69,10 @@ class Ledger(Protocol):
     ) -> PromotionEvent:
         """Append to the promotion's event log; the returned event carries its seq (1, 2, ...)."""
 
-    async def events(self, promotion_id: str, after: int = 0) -> Sequence[PromotionEvent]:
-        """Events with seq greater than ``after``, in order."""
+    async def events(
+        self, promotion_id: str, after: int = 0, limit: int | None = None
+    ) -> Sequence[PromotionEvent]:
+        """Events with seq greater than ``after``, in order; at most ``limit`` of them."""
 
     async def remember_tag(self, artifact: ArtifactRef) -> None:
         """Record (normalized repository, tag) -> digest; ``TagMutationError`` if the tag had
@@ -72,5 +101,17 @@ class Ledger(Protocol):
     async def promoted_stages(self, service: str, digest: str) -> set[str]:
         """Stages in which ``digest`` of ``service`` has been promoted (ever)."""
 
-    async def audit(self, actor: str, action: str, target: str, at: float) -> None:
-        """Record who did what to which target through the API."""
+    async def audit(
+        self,
+        actor: str,
+        action: str,
+        target: str,
+        at: float,
+        *,
+        result: str = "applied",
+        reason: str = "",
+    ) -> None:
+        """Record who tried what on which target through the API, and how it ended."""
+
+    async def audit_trail(self, *, limit: int, before: int | None = None) -> Sequence[AuditEntry]:
+        """Audit entries newest first, at most ``limit``, with ids below ``before``."""

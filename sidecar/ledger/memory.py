@@ -8,23 +8,14 @@ from __future__ import annotations
 
 import builtins  # MemoryLedger defines a method named `list`, which hides the type
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sidecar.actuators.base import TrafficState
 from sidecar.domain.artifact import ArtifactRef
 from sidecar.domain.promotion import Phase, Promotion, PromotionEvent, StableRelease
 from sidecar.ledger import rules
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    """One audited API action, kept so tests and dry runs can show who did what."""
-
-    at: float
-    actor: str
-    action: str
-    target: str
+from sidecar.ledger.base import AuditEntry
 
 
 @dataclass(frozen=True)
@@ -39,6 +30,7 @@ class MemoryLedger:
 
     def __init__(self) -> None:
         self._promotions: dict[str, str] = {}  # id -> JSON body, in creation order
+        self._manifests: dict[str, str] = {}  # id -> JSON manifest, written once
         self._events: dict[str, list[_StoredEvent]] = {}
         self._tags: dict[tuple[str, str], str] = {}
         self._stable: dict[tuple[str, str], list[StableRelease]] = {}
@@ -61,32 +53,44 @@ class MemoryLedger:
                     promotion.stage,
                 ):
                     raise rules.active_conflict(promotion, other.id)
-        self._promotions[promotion.id] = self._dump(promotion)
+        self._manifests[promotion.id] = rules.dump_manifest(promotion)
+        self._promotions[promotion.id] = rules.dump_promotion(promotion)
         self._events[promotion.id] = []
 
     async def save(self, promotion: Promotion) -> None:
         if promotion.id not in self._promotions:
             raise rules.unknown_promotion(promotion.id)
-        self._promotions[promotion.id] = self._dump(promotion)
+        self._promotions[promotion.id] = rules.dump_promotion(promotion)
 
     async def get(self, promotion_id: str) -> Promotion:
-        body = self._promotions.get(promotion_id)
-        if body is None:
+        if promotion_id not in self._promotions:
             raise rules.unknown_promotion(promotion_id)
-        return rules.load_promotion(f"promotion {promotion_id!r}", body)
+        return self._load(promotion_id)
 
     async def list(
-        self, *, service: str | None = None, stage: str | None = None, active: bool | None = None
+        self,
+        *,
+        service: str | None = None,
+        stage: str | None = None,
+        active: bool | None = None,
+        limit: int | None = None,
+        after: str | None = None,
     ) -> Sequence[Promotion]:
         # Newest first; among equal creation times the later-created one first, as in SQLite.
         found = sorted(reversed(self._load_all()), key=lambda p: p.created_at, reverse=True)
-        return [
+        if after is not None:
+            ids = [p.id for p in found]
+            if after not in ids:
+                raise rules.unknown_promotion(after)
+            found = found[ids.index(after) + 1 :]
+        matching = [
             p
             for p in found
             if (service is None or p.service == service)
             and (stage is None or p.stage == stage)
             and (active is None or p.active == active)
         ]
+        return matching if limit is None else matching[:limit]
 
     async def newest(self, phases: Collection[Phase]) -> Sequence[Promotion]:
         newest: dict[tuple[str, str], Promotion] = {}
@@ -104,11 +108,15 @@ class MemoryLedger:
         log.append(_StoredEvent(at, kind, text))
         return PromotionEvent(promotion_id, len(log), at, kind, rules.load(what, text))
 
-    async def events(self, promotion_id: str, after: int = 0) -> Sequence[PromotionEvent]:
+    async def events(
+        self, promotion_id: str, after: int = 0, limit: int | None = None
+    ) -> Sequence[PromotionEvent]:
         log = self._log(promotion_id)
+        start = max(after, 0)
+        end = None if limit is None else start + limit
         return [
             PromotionEvent(promotion_id, seq, e.at, e.kind, rules.load(f"event {seq}", e.data))
-            for seq, e in enumerate(log[max(after, 0) :], start=max(after, 0) + 1)
+            for seq, e in enumerate(log[start:end], start=start + 1)
         ]
 
     async def remember_tag(self, artifact: ArtifactRef) -> None:
@@ -147,14 +155,32 @@ class MemoryLedger:
             if release.artifact.digest == digest
         }
 
-    async def audit(self, actor: str, action: str, target: str, at: float) -> None:
-        self.audit_entries.append(AuditEntry(at, actor, action, target))
+    async def audit(
+        self,
+        actor: str,
+        action: str,
+        target: str,
+        at: float,
+        *,
+        result: str = "applied",
+        reason: str = "",
+    ) -> None:
+        entry = AuditEntry(len(self.audit_entries) + 1, at, actor, action, target, result, reason)
+        self.audit_entries.append(entry)
 
-    def _dump(self, promotion: Promotion) -> str:
-        return rules.dump(f"promotion {promotion.id!r}", promotion.to_dict())
+    async def audit_trail(self, *, limit: int, before: int | None = None) -> Sequence[AuditEntry]:
+        older = [e for e in reversed(self.audit_entries) if before is None or e.id < before]
+        return older[:limit]
+
+    def _load(self, promotion_id: str) -> Promotion:
+        what = f"promotion {promotion_id!r}"
+        promotion = rules.load_promotion(what, self._promotions[promotion_id])
+        return replace(
+            promotion, manifest=rules.load(f"manifest of {what}", self._manifests[promotion_id])
+        )
 
     def _load_all(self) -> builtins.list[Promotion]:
-        return [rules.load_promotion(f"promotion {i!r}", b) for i, b in self._promotions.items()]
+        return [self._load(promotion_id) for promotion_id in self._promotions]
 
     def _log(self, promotion_id: str) -> builtins.list[_StoredEvent]:
         log = self._events.get(promotion_id)

@@ -18,6 +18,8 @@ from sidecar.errors import (
     TagMutationError,
 )
 
+MAX_ID = 2**63 - 1  # SQLite's largest integer: ids and event seqs stay below it
+
 
 def dump(what: str, data: dict[str, Any]) -> str:
     """JSON text for storage; data JSON cannot hold is refused before anything is written."""
@@ -38,10 +40,23 @@ def load(what: str, text: str) -> dict[str, Any]:
     return value
 
 
+def dump_promotion(promotion: Promotion) -> str:
+    """A promotion's stored body: everything but its manifest, which is stored once apart,
+    so saving a step rewrites a few hundred bytes, not the whole manifest."""
+    body = promotion.to_dict()
+    del body["manifest"]
+    return dump(f"promotion {promotion.id!r}", body)
+
+
+def dump_manifest(promotion: Promotion) -> str:
+    return dump(f"manifest of promotion {promotion.id!r}", promotion.manifest)
+
+
 def load_promotion(what: str, text: str) -> Promotion:
-    """A promotion from its stored body; a body that no longer fits is a LedgerError."""
+    """A promotion from its stored body (its manifest empty until joined); a body that no
+    longer fits is a LedgerError."""
     try:
-        return Promotion.from_dict(load(what, text))
+        return Promotion.from_dict({"manifest": {}, **load(what, text)})
     except (KeyError, TypeError, ValueError, ArtifactReferenceError) as exc:
         raise LedgerError(f"stored {what} does not describe a promotion ({exc})") from exc
 

@@ -8,7 +8,9 @@ and a busy timeout serialise writers across processes, and WAL lets readers work
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -20,11 +22,31 @@ from sidecar.domain.artifact import ArtifactRef, normalize_repository
 from sidecar.domain.promotion import Phase, Promotion, PromotionEvent, StableRelease
 from sidecar.errors import LedgerError
 from sidecar.ledger import rules
+from sidecar.ledger.base import AuditEntry
+from sidecar.redaction import strip_userinfo
 
 T = TypeVar("T")
+Migration = str | Callable[[sqlite3.Connection], None]
+
+
+def _store_manifests_once(conn: sqlite3.Connection) -> None:
+    """Move each promotion's manifest out of its body, without URL credentials."""
+    rows = conn.execute("SELECT id, body FROM promotions").fetchall()
+    for promotion_id, body in rows:
+        data = json.loads(body)
+        manifest = json.dumps(data.pop("manifest", {}))
+        # userinfo never spans a JSON quote, so the text stays valid JSON
+        conn.execute(
+            "INSERT INTO manifests (promotion_id, body) VALUES (?, ?)",
+            (promotion_id, strip_userinfo(manifest)),
+        )
+        conn.execute(
+            "UPDATE promotions SET body = ? WHERE id = ?", (json.dumps(data), promotion_id)
+        )
+
 
 # Each entry upgrades the schema by one version; PRAGMA user_version records how far a file is.
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+_MIGRATIONS: tuple[tuple[Migration, ...], ...] = (
     (
         """CREATE TABLE promotions (
             id TEXT PRIMARY KEY,
@@ -80,12 +102,26 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             target TEXT NOT NULL
         )""",
     ),
+    (
+        """CREATE TABLE manifests (
+            promotion_id TEXT PRIMARY KEY REFERENCES promotions (id),
+            body TEXT NOT NULL
+        ) WITHOUT ROWID""",
+        _store_manifests_once,
+        "ALTER TABLE audit ADD COLUMN result TEXT NOT NULL DEFAULT 'applied'",
+        "ALTER TABLE audit ADD COLUMN reason TEXT NOT NULL DEFAULT ''",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _TERMINAL = tuple(phase.value for phase in Phase if phase.terminal)
 _TERMINAL_MARKS = ", ".join("?" * len(_TERMINAL))
 _STABLE_COLUMNS = "service, stage, artifact, upstream, promotion_id, promoted_at, version"
+_AUDIT_COLUMNS = "id, at, actor, action, target, result, reason"
+_PROMOTION_ROWS = (  # (id, body, manifest) of every promotion, as `p`
+    "SELECT p.id, p.body, COALESCE(m.body, '{}') FROM promotions AS p "
+    "LEFT JOIN manifests AS m ON m.promotion_id = p.id"
+)
 _BUSY_TIMEOUT_S = 5.0  # how long a write waits for another process's transaction
 
 
@@ -104,7 +140,7 @@ def _in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection
 
 def _promotion_row(promotion: Promotion) -> tuple[Any, ...]:
     """Column values in the order both the INSERT and the UPDATE statements use."""
-    body = rules.dump(f"promotion {promotion.id!r}", promotion.to_dict())
+    body = rules.dump_promotion(promotion)
     return (
         promotion.service,
         promotion.stage,
@@ -157,6 +193,7 @@ class SqliteLedger:
 
     async def create(self, promotion: Promotion) -> None:
         row = _promotion_row(promotion)
+        manifest = rules.dump_manifest(promotion)
 
         def insert(conn: sqlite3.Connection) -> None:
             if conn.execute("SELECT 1 FROM promotions WHERE id = ?", (promotion.id,)).fetchone():
@@ -173,6 +210,9 @@ class SqliteLedger:
                 "INSERT INTO promotions (service, stage, phase, created_at, updated_at, body, id) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 row,
+            )
+            conn.execute(
+                "INSERT INTO manifests (promotion_id, body) VALUES (?, ?)", (promotion.id, manifest)
             )
 
         await self._write(f"create promotion {promotion.id!r}", insert)
@@ -192,44 +232,65 @@ class SqliteLedger:
         await self._write(f"save promotion {promotion.id!r}", update)
 
     async def get(self, promotion_id: str) -> Promotion:
-        def select(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute(
-                "SELECT body FROM promotions WHERE id = ?", (promotion_id,)
-            ).fetchone()
-            return None if row is None else str(row[0])
-
-        body = await self._read(f"get promotion {promotion_id!r}", select)
-        if body is None:
+        found = await self._promotions(
+            f"get promotion {promotion_id!r}", f"{_PROMOTION_ROWS} WHERE p.id = ?", [promotion_id]
+        )
+        if not found:
             raise rules.unknown_promotion(promotion_id)
-        return rules.load_promotion(self._what(f"promotion {promotion_id!r}"), body)
+        return found[0]
 
     async def list(
-        self, *, service: str | None = None, stage: str | None = None, active: bool | None = None
+        self,
+        *,
+        service: str | None = None,
+        stage: str | None = None,
+        active: bool | None = None,
+        limit: int | None = None,
+        after: str | None = None,
     ) -> Sequence[Promotion]:
         where = ["1 = 1"]
         params: list[Any] = []
         if service is not None:
-            where.append("service = ?")
+            where.append("p.service = ?")
             params.append(service)
         if stage is not None:
-            where.append("stage = ?")
+            where.append("p.stage = ?")
             params.append(stage)
         if active is not None:
-            where.append(f"phase {'NOT IN' if active else 'IN'} ({_TERMINAL_MARKS})")
+            where.append(f"p.phase {'NOT IN' if active else 'IN'} ({_TERMINAL_MARKS})")
             params.extend(_TERMINAL)
+        if after is not None:  # keyset: strictly after the cursor in the order below
+            where.append(
+                "(p.created_at, p.rowid) < (SELECT created_at, rowid FROM promotions WHERE id = ?)"
+            )
+            params.append(after)
         query = (
-            f"SELECT id, body FROM promotions WHERE {' AND '.join(where)} "
-            "ORDER BY created_at DESC, rowid DESC"
+            f"{_PROMOTION_ROWS} WHERE {' AND '.join(where)} "
+            "ORDER BY p.created_at DESC, p.rowid DESC"
         )
+        if limit is not None:
+            query += " LIMIT ?"
+            params.append(limit)
+
+        def cursor_exists(conn: sqlite3.Connection) -> bool:
+            return (
+                conn.execute("SELECT 1 FROM promotions WHERE id = ?", (after,)).fetchone()
+                is not None
+            )
+
+        if after is not None and not await self._read("check the list cursor", cursor_exists):
+            raise rules.unknown_promotion(after)
         return await self._promotions("list promotions", query, params)
 
     async def newest(self, phases: Collection[Phase]) -> Sequence[Promotion]:
         values = [phase.value for phase in phases]
         # numbered newest first within each (service, stage), in list()'s order
         query = (
-            "SELECT id, body FROM (SELECT id, body, created_at, rowid AS r, ROW_NUMBER() OVER "
-            "(PARTITION BY service, stage ORDER BY created_at DESC, rowid DESC) AS n "
-            f"FROM promotions WHERE phase IN ({', '.join('?' * len(values))})) "
+            f"SELECT id, body, manifest FROM (SELECT p.id, p.body, COALESCE(m.body, '{{}}') "
+            "AS manifest, p.created_at, p.rowid AS r, ROW_NUMBER() OVER (PARTITION BY "
+            "p.service, p.stage ORDER BY p.created_at DESC, p.rowid DESC) AS n FROM promotions "
+            "AS p LEFT JOIN manifests AS m ON m.promotion_id = p.id "
+            f"WHERE p.phase IN ({', '.join('?' * len(values))})) "
             "WHERE n = 1 ORDER BY created_at DESC, r DESC"
         )
         return await self._promotions("read the newest promotions", query, values)
@@ -237,13 +298,19 @@ class SqliteLedger:
     async def _promotions(
         self, action: str, query: str, params: Sequence[Any]
     ) -> Sequence[Promotion]:
-        """The promotions whose (id, body) rows ``query`` selects, in its order."""
+        """The promotions whose (id, body, manifest) rows ``query`` selects, in its order."""
 
-        def select(conn: sqlite3.Connection) -> list[tuple[str, str]]:
-            return [(str(i), str(b)) for i, b in conn.execute(query, params).fetchall()]
+        def select(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+            return [(str(i), str(b), str(m)) for i, b, m in conn.execute(query, params).fetchall()]
 
         rows = await self._read(action, select)
-        return [rules.load_promotion(self._what(f"promotion {i!r}"), body) for i, body in rows]
+        promotions = []
+        for promotion_id, body, manifest in rows:
+            what = self._what(f"promotion {promotion_id!r}")
+            promotion = rules.load_promotion(what, body)
+            manifest_data = rules.load(f"manifest of {what}", manifest)
+            promotions.append(dataclasses.replace(promotion, manifest=manifest_data))
+        return promotions
 
     async def append_event(
         self, promotion_id: str, kind: str, data: dict[str, Any], at: float
@@ -266,13 +333,15 @@ class SqliteLedger:
         seq = await self._write(f"append {what}", append)
         return PromotionEvent(promotion_id, seq, at, kind, rules.load(what, text))
 
-    async def events(self, promotion_id: str, after: int = 0) -> Sequence[PromotionEvent]:
+    async def events(
+        self, promotion_id: str, after: int = 0, limit: int | None = None
+    ) -> Sequence[PromotionEvent]:
         def select(conn: sqlite3.Connection) -> list[tuple[int, float, str, str]]:
             _require_promotion(conn, promotion_id)
             return conn.execute(
                 "SELECT seq, at, kind, data FROM events WHERE promotion_id = ? AND seq > ? "
-                "ORDER BY seq",
-                (promotion_id, after),
+                "ORDER BY seq LIMIT ?",
+                (promotion_id, after, -1 if limit is None else limit),
             ).fetchall()
 
         rows = await self._read(f"read events of promotion {promotion_id!r}", select)
@@ -404,14 +473,33 @@ class SqliteLedger:
         rows = await self._read(f"read promoted stages of {service}", select)
         return {stage for stage, artifact in rows if ArtifactRef.parse(artifact).digest == digest}
 
-    async def audit(self, actor: str, action: str, target: str, at: float) -> None:
+    async def audit(
+        self,
+        actor: str,
+        action: str,
+        target: str,
+        at: float,
+        *,
+        result: str = "applied",
+        reason: str = "",
+    ) -> None:
         def insert(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO audit (at, actor, action, target) VALUES (?, ?, ?, ?)",
-                (at, actor, action, target),
+                "INSERT INTO audit (at, actor, action, target, result, reason) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (at, actor, action, target, result, reason),
             )
 
         await self._write(f"audit {action} by {actor}", insert)
+
+    async def audit_trail(self, *, limit: int, before: int | None = None) -> Sequence[AuditEntry]:
+        def select(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return conn.execute(
+                f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?",
+                (rules.MAX_ID if before is None else before, limit),
+            ).fetchall()
+
+        return [AuditEntry(*row) for row in await self._read("read the audit trail", select)]
 
     def _what(self, thing: str) -> str:
         return f"{thing} in {self._path}"
@@ -443,8 +531,11 @@ class SqliteLedger:
                 f"{SCHEMA_VERSION} this promgate understands; upgrade promgate or use another file"
             )
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in _MIGRATIONS[target - 1]:
-                conn.execute(statement)
+            for step in _MIGRATIONS[target - 1]:
+                if isinstance(step, str):
+                    conn.execute(step)
+                else:
+                    step(conn)
             conn.execute(f"PRAGMA user_version = {target}")
 
     async def _read(self, operation: str, work: Callable[[sqlite3.Connection], T]) -> T:

@@ -18,6 +18,7 @@ from opentelemetry.trace import Link
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from sidecar.domain.promotion import Promotion
+from sidecar.redaction import strip_userinfo
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -64,7 +65,10 @@ def promotion_parent(promotion: Promotion) -> Any:
 
 
 def release_attributes(promotion: Promotion) -> dict[str, Any]:
-    """Semantic-convention attributes that tie a span to commit, build and digest."""
+    """Semantic-convention attributes that tie a span to commit, build and digest.
+
+    URLs lose their credentials here too, in case a ledger written before manifests were
+    cleaned still holds some."""
     manifest = promotion.manifest
     build = manifest.get("build", {})
     source = manifest.get("source", {})
@@ -82,11 +86,15 @@ def release_attributes(promotion: Promotion) -> dict[str, Any]:
         attributes["container.image.tags"] = [promotion.artifact.tag]
     optional = {
         "vcs.ref.head.revision": source.get("commit"),
-        "vcs.repository.url.full": source.get("repository"),
+        "vcs.repository.url.full": _without_credentials(source.get("repository")),
         "vcs.ref.head.name": source.get("ref"),
         "cicd.pipeline.run.id": build.get("id"),
-        "cicd.pipeline.run.url.full": build.get("url"),
+        "cicd.pipeline.run.url.full": _without_credentials(build.get("url")),
         "promgate.baseline.digest": promotion.baseline.digest if promotion.baseline else None,
     }
     attributes.update({k: v for k, v in optional.items() if v is not None})
     return attributes
+
+
+def _without_credentials(url: Any) -> str | None:
+    return strip_userinfo(url) if isinstance(url, str) else None

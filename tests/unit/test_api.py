@@ -10,16 +10,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import pytest
 from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.analysis.prometheus import NullMetricsSource
 from sidecar.api.app import build_api
 from sidecar.api.auth import Principal, Role, TokenTable
+from sidecar.client import ApiClient
 from sidecar.domain.policy import parse_policy_text
 from sidecar.domain.promotion import Promotion
 from sidecar.engine.clock import SystemClock
@@ -83,12 +87,10 @@ class BrokenLedger(MemoryLedger):
         super().__init__()
         self.failure: Exception | None = None
 
-    async def list(
-        self, *, service: str | None = None, stage: str | None = None, active: bool | None = None
-    ) -> Sequence[Promotion]:
+    async def list(self, **filters: Any) -> Sequence[Promotion]:
         if self.failure is not None:
             raise self.failure
-        return await super().list(service=service, stage=stage, active=active)
+        return await super().list(**filters)
 
     async def get(self, promotion_id: str) -> Promotion:
         if self.failure is not None:
@@ -156,7 +158,16 @@ class Api:
         return str(body["id"])
 
     def audit(self) -> list[tuple[str, str, str]]:
-        return [(e.actor, e.action, e.target) for e in self.ledger.audit_entries]
+        """(actor, action, target) of every audited write that took effect."""
+        return [
+            (e.actor, e.action, e.target)
+            for e in self.ledger.audit_entries
+            if e.result == "applied"
+        ]
+
+    def attempts(self) -> list[tuple[str, str, str, str]]:
+        """(actor, action, target, result) of every audited write attempt."""
+        return [(e.actor, e.action, e.target, e.result) for e in self.ledger.audit_entries]
 
 
 @dataclass
@@ -324,6 +335,7 @@ async def test_each_role_may_do_what_the_roles_below_it_may(api: Api) -> None:
     assert "promoter" in message and "vera" in message
     assert (await api.create("dev", Role.APPROVER))[0] == 201
     assert [actor for actor, _, _ in api.audit()] == ["amy"]
+    assert api.attempts()[0] == ("vera", "create", "promotions", "refused:403")
 
 
 async def test_without_tokens_reads_are_anonymous_and_writes_are_refused(
@@ -334,7 +346,7 @@ async def test_without_tokens_reads_are_anonymous_and_writes_are_refused(
     status, body = await api.create("dev", None)
     assert status == 401
     assert "PROMGATE_TOKENS_FILE" in error_of(body)["message"]
-    assert api.audit() == []
+    assert api.attempts() == [("anonymous", "create", "promotions", "refused:401")]
 
 
 def test_authenticate_checks_the_token_then_the_role() -> None:
@@ -502,7 +514,7 @@ async def test_a_metadata_gate_refusal_is_422_naming_the_stored_record(api: Api)
     refused_id = error["promotion_id"]
     _, stored, _ = await api.call("GET", f"/v1/promotions/{refused_id}", Role.VIEWER)
     assert stored["phase"] == "refused"
-    assert api.audit() == [("pat", "create", refused_id)]
+    assert api.attempts() == [("pat", "create", refused_id, "refused:422")]
 
 
 async def test_a_stage_out_of_order_is_422(api: Api) -> None:
@@ -760,3 +772,355 @@ async def test_shutdown_ends_following_streams_at_once() -> None:
     finally:
         await runner.cleanup()
         await parts.controller.stop()
+
+
+# --- hostile input: every refusal is JSON with a field path, nothing is a 5xx -------------
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+async def post_raw(api: Api, raw: bytes) -> tuple[int, Any]:
+    status, body, _ = await api.call("POST", "/v1/promotions", Role.PROMOTER, data=raw)
+    return status, body
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected_path", "fragment"),
+    [
+        pytest.param(nested(1000).encode(), "", "nested too deeply", id="1000-deep"),
+        pytest.param(nested(30_000).encode(), "", "nested too deeply", id="30000-deep"),
+        pytest.param(
+            b'{"stage": "dev", "manifest": {"build": ' + nested(200).encode() + b"}}",
+            "manifest.build" + "[0]" * 30,
+            "nested deeper than 32 levels",
+            id="200-deep-in-a-field",
+        ),
+        pytest.param(
+            b'{"stage": "dev", "manifest": {"build": {"number": ' + b"9" * 4301 + b"}}}",
+            "manifest.build.number",
+            "4301 digits",
+            id="4301-digit-integer",
+        ),
+        pytest.param(
+            b'{"stage": "dev", "manifest": {"version": -' + b"1" * 60_000 + b"}}",
+            "manifest.version",
+            "60001 digits",
+            id="60000-digit-negative-integer",
+        ),
+        pytest.param(
+            b'{"stage": "dev\\ud800", "manifest": {}}', "stage", "lone surrogate", id="surrogate"
+        ),
+    ],
+)
+async def test_hostile_bodies_are_400_naming_the_field(
+    api: Api, raw: bytes, expected_path: str, fragment: str
+) -> None:
+    status, body = await post_raw(api, raw)
+    assert status == 400, body
+    problems = error_of(body)["problems"]
+    assert [p["path"] for p in problems] == [expected_path]
+    assert fragment in problems[0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("query", "headers", "field"),
+    [
+        ({"after": str(2**63)}, {}, "after"),
+        ({"after": "9" * 5000}, {}, "after"),
+        ({}, {"Accept": "text/event-stream", "Last-Event-ID": str(2**63)}, "Last-Event-ID"),
+        ({}, {"Accept": "text/event-stream", "Last-Event-ID": "1" * 4400}, "Last-Event-ID"),
+        ({"limit": "0"}, {}, "limit"),
+        ({"limit": "1" * 5000}, {}, "limit"),
+        ({"limit": "5", "follow": "1"}, {}, "limit"),
+    ],
+)
+async def test_event_cursors_beyond_64_bits_are_400_naming_the_parameter(
+    api: Api, query: dict[str, str], headers: dict[str, str], field: str
+) -> None:
+    promoted = await api.promoted("dev")
+    status, body, _ = await api.call(
+        "GET", f"/v1/promotions/{promoted['id']}/events", params=query, headers=headers
+    )
+    assert status == 400, body
+    assert paths(body) == {field}
+    assert "9" * 100 not in json.dumps(body)  # the value is not echoed whole
+
+
+async def test_the_largest_event_seq_is_accepted(api: Api) -> None:
+    promoted = await api.promoted("dev")
+    status, _, _ = await api.call(
+        "GET", f"/v1/promotions/{promoted['id']}/events", params={"after": str(2**63 - 1)}
+    )
+    assert status == 200
+
+
+async def test_long_urls_and_headers_get_json_errors(api: Api) -> None:
+    """Beyond the API's limits but within aiohttp's, the answer is JSON naming the part."""
+    status, body, _ = await api.call("GET", "/v1/promotions?service=" + "s" * 9000, Role.VIEWER)
+    assert status == 414 and paths(body) == {"url"}
+    status, body, _ = await api.call("POST", "/v1/promotions/" + "p" * 20_000 + "/abort")
+    assert status == 414 and error_of(body)["type"] == "RequestTooLargeError"
+    status, body, _ = await api.call(
+        "GET", "/v1/promotions", Role.VIEWER, headers={"X-Padding": "x" * 9000}
+    )
+    assert status == 431 and paths(body) == {"X-Padding"}
+    many = {f"X-Header-{i}": "1" for i in range(150)}
+    status, body, _ = await api.call("GET", "/v1/promotions", Role.VIEWER, headers=many)
+    assert status == 431 and paths(body) == {"headers"}
+
+
+async def test_an_unknown_stage_is_400_at_path_stage_listing_the_known_ones(api: Api) -> None:
+    status, body = await api.create("nowhere")
+    assert status == 400
+    [problem] = error_of(body)["problems"]
+    assert problem["path"] == "stage"
+    assert "dev, fast, gated, prod" in problem["fix"]
+    status, body, _ = await api.call("GET", "/v1/stages/nowhere/services/demo/history")
+    assert status == 400 and paths(body) == {"stage"}
+    status, body = await api.create("s" * 50_000)
+    assert status == 400 and paths(body) == {"stage"}
+    assert "s" * 100 not in json.dumps(body)
+
+
+# --- pagination ----------------------------------------------------------------------------
+
+
+async def refused_records(api: Api, count: int) -> list[str]:
+    """``count`` stored refusals (instant, terminal records), newest first."""
+    ids = []
+    for _ in range(count):
+        status, body = await api.create("gated", provenance=None)
+        assert status == 422, body
+        ids.append(error_of(body)["promotion_id"])
+    return ids[::-1]
+
+
+async def test_the_list_is_paged_with_limit_and_cursor(api: Api) -> None:
+    newest_first = await refused_records(api, 5)
+    seen: list[str] = []
+    cursor: str | None = None
+    for _ in range(10):
+        params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        status, page, _ = await api.call("GET", "/v1/promotions", Role.VIEWER, params=params)
+        assert status == 200 and len(page["items"]) <= 2
+        seen.extend(p["id"] for p in page["items"])
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert seen == newest_first
+    _, first, _ = await api.call("GET", "/v1/promotions", Role.VIEWER)
+    assert [p["id"] for p in first["items"]] == newest_first and first["next"] is None
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"limit": "0"}, "limit"),
+        ({"limit": "1001"}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"limit": "9" * 5000}, "limit"),
+        ({"cursor": "nope"}, "cursor"),
+        ({"cursor": "c" * 5000}, "cursor"),
+    ],
+)
+async def test_bad_page_parameters_are_400_naming_them(
+    api: Api, params: dict[str, str], field: str
+) -> None:
+    status, body, _ = await api.call("GET", "/v1/promotions", Role.VIEWER, params=params)
+    assert status == 400 and paths(body) == {field}
+
+
+async def test_events_can_be_read_a_page_at_a_time(api: Api) -> None:
+    promoted = await api.promoted("dev")
+    path = f"/v1/promotions/{promoted['id']}/events"
+    async with api.session.get(path, headers=auth(Role.VIEWER)) as response:
+        every = [json.loads(line)["seq"] for line in (await response.text()).splitlines()]
+    assert len(every) >= 3
+    async with api.session.get(
+        path, params={"after": "1", "limit": "1"}, headers=auth(Role.VIEWER)
+    ) as response:
+        assert [json.loads(line)["seq"] for line in (await response.text()).splitlines()] == [2]
+
+
+async def test_the_client_follows_the_cursor_through_every_page(api: Api) -> None:
+    newest_first = await refused_records(api, 5)
+    async with ApiClient(api.base_url, TOKENS[Role.VIEWER][1]) as client:
+        listed = await client.list(page_size=2)
+        capped = await client.list(limit=3, page_size=2)
+    assert [p["id"] for p in listed] == newest_first
+    assert [p["id"] for p in capped] == newest_first[:3]
+
+
+# --- credentials in manifests ----------------------------------------------------------
+
+
+async def test_manifest_credentials_are_stripped_with_a_warning(
+    api: Api, logs: pytest.LogCaptureFixture
+) -> None:
+    build = {"id": "run-1", "url": "https://ci-bot:ghp_s3cret@ci.example.com/run/1"}
+    source = {
+        "repository": "https://x-access-token:ghs_s3cret@git.example.com/demo",
+        "commit": "0123456789abcdef0123456789abcdef01234567",
+    }
+    status, created = await api.create("dev", build=build, source=source)
+    assert status == 201
+    assert {w["path"] for w in created["warnings"]} == {
+        "manifest.build.url",
+        "manifest.source.repository",
+    }
+    _, stored, _ = await api.call("GET", f"/v1/promotions/{created['id']}", Role.VIEWER)
+    assert stored["manifest"]["build"]["url"] == "https://ci.example.com/run/1"
+    assert stored["manifest"]["source"]["repository"] == "https://git.example.com/demo"
+    _, listed, _ = await api.call("GET", "/v1/promotions", Role.VIEWER)
+    events = await api.ledger.events(created["id"])
+    for text in (json.dumps(created), json.dumps(listed), repr(events), logs.text):
+        assert "s3cret" not in text
+    assert "s3cret" not in json.dumps([p.to_dict() for p in await api.ledger.list()])
+
+
+# --- the audit trail ---------------------------------------------------------------------
+
+
+async def test_every_refused_write_attempt_is_audited_once(start_api: StartApi) -> None:
+    """401, 403, 404, 405, 409, 400, 413, 414 and 422 each leave one row; reads leave none."""
+    api = await start_api()
+    promoted = await api.promoted("dev")
+    big = {"manifest": manifest(), "stage": "dev", "pad": "x" * BODY_LIMIT}
+    promotion_path = f"/v1/promotions/{promoted['id']}"
+    attempts: list[tuple[str, str, Role | None, dict[str, Any], tuple[str, str, str, str]]] = [
+        ("POST", "/v1/promotions", None, {"json": {}},
+         ("anonymous", "create", "promotions", "refused:401")),
+        ("POST", "/v1/promotions", Role.VIEWER, {"json": {}},
+         ("vera", "create", "promotions", "refused:403")),
+        ("POST", "/v1/promotions/nope/abort", Role.PROMOTER, {},
+         ("pat", "abort", "nope", "refused:404")),
+        ("POST", f"{promotion_path}/approve", Role.APPROVER, {},
+         ("amy", "approve", promoted["id"], "refused:409")),
+        ("POST", "/v1/promotions", Role.PROMOTER, {"json": {"stage": "dev"}},
+         ("pat", "create", "promotions", "refused:400")),
+        ("POST", "/v1/promotions", Role.PROMOTER, {"json": big},
+         ("pat", "create", "promotions", "refused:413")),
+        ("POST", "/v1/promotions/" + "p" * 9000 + "/abort", Role.PROMOTER, {},
+         ("pat", "abort", "p" * 512, "refused:414")),
+        ("DELETE", "/v1/promotions", Role.ADMIN, {},
+         ("root", "DELETE /v1/promotions", "promotions", "refused:405")),
+        ("POST", "/v1/stages/dev/services/demo/rollback", Role.PROMOTER, {},
+         ("pat", "rollback", "demo/dev", "refused:404")),
+    ]  # fmt: skip
+    for method, path, role, kwargs, expected in attempts:
+        before = len(api.attempts())
+        status, _, _ = await api.call(method, path, role, **kwargs)
+        assert status == int(expected[3].split(":")[1]), path[:60]
+        assert api.attempts()[before:] == [expected], path[:60]
+    status, body = await api.create("gated", provenance=None)
+    assert status == 422
+    assert api.attempts()[-1] == ("pat", "create", error_of(body)["promotion_id"], "refused:422")
+    reasons = [e.reason for e in api.ledger.audit_entries if e.result != "applied"]
+    assert all(reasons) and "role viewer" in reasons[1] and "nope" in reasons[2]
+
+    before = len(api.attempts())
+    for path in ("/v1/promotions", f"/v1/promotions/{promoted['id']}", "/v1/promotions/nope"):
+        await api.call("GET", path, Role.VIEWER)
+    assert len(api.attempts()) == before
+
+
+async def test_admins_read_the_audit_trail_newest_first_in_pages(api: Api) -> None:
+    await api.promoted("dev")
+    await api.create("nowhere")
+    assert (await api.call("GET", "/v1/audit", Role.APPROVER))[0] == 403
+    status, page, _ = await api.call("GET", "/v1/audit", Role.ADMIN, params={"limit": "1"})
+    assert status == 200
+    [newest] = page["items"]
+    assert (newest["actor"], newest["action"], newest["result"]) == ("pat", "create", "refused:400")
+    assert "nowhere" in newest["reason"]
+    _, rest, _ = await api.call("GET", "/v1/audit", Role.ADMIN, params={"cursor": page["next"]})
+    assert [(e["action"], e["result"]) for e in rest["items"]] == [("create", "applied")]
+    assert rest["next"] is None
+
+
+# --- no input yields a 5xx: a bounded property test over writes and query parameters --------
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=40)
+    | st.sampled_from([2**63, -(2**63) - 1, "https://u:p@h/x", "\x00", "ﬀ" * 10]),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+MANIFEST_FIELDS = st.sampled_from(
+    ["service", "artifact", "version", "build", "source", "createdAt", "checks", "provenance",
+     "compatibility", "config", "secrets", "apiVersion", "extra"]
+)  # fmt: skip
+HOSTILE_LITERALS = st.sampled_from(
+    [nested(2000), "9" * 5000, "-" + "1" * 4400, '"\\udfff"', "1e999999", "NaN", '"\\u0000"']
+)
+
+
+@st.composite
+def create_bodies(draw: st.DrawFn) -> bytes:
+    """A request body: a valid manifest with one field replaced, a hostile literal in a
+    field, arbitrary JSON, or arbitrary bytes."""
+    kind = draw(st.sampled_from(["mutated", "literal", "json", "bytes"]))
+    stage = draw(st.sampled_from(["dev", "gated", "prod", "nowhere", ""]) | st.text(max_size=8))
+    if kind == "bytes":
+        return draw(st.binary(max_size=200))
+    if kind == "json":
+        return json.dumps(draw(JSON_VALUES)).encode()
+    body = {"manifest": manifest(digest_char=draw(st.sampled_from("cdef"))), "stage": stage}
+    field = draw(MANIFEST_FIELDS)
+    if kind == "mutated":
+        body["manifest"][field] = draw(JSON_VALUES)
+        return json.dumps(body).encode()
+    body["manifest"][field] = "LITERAL"
+    return json.dumps(body).encode().replace(b'"LITERAL"', draw(HOSTILE_LITERALS).encode())
+
+
+QUERIES = st.dictionaries(
+    st.sampled_from(["limit", "cursor", "active", "service", "stage", "after"]),
+    st.text(max_size=30) | st.sampled_from([str(2**63), "9" * 4400, "-1", "0", "1000"]),
+    max_size=4,
+)
+
+
+def refusal_is_well_formed(status: int, body: Any) -> None:
+    assert status < 500, body
+    if status >= 400:
+        error = error_of(body)
+        assert all(isinstance(p["path"], str) for p in error["problems"])
+        if status == 400:
+            assert error["problems"], body
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    body=create_bodies(),
+    query=QUERIES,
+    segment=st.text(min_size=1, max_size=20),
+    action=st.sampled_from(["approve", "abort", "rollback"]),
+)
+async def test_no_input_yields_a_server_error(
+    api: Api, body: bytes, query: dict[str, str], segment: str, action: str
+) -> None:
+    refusal_is_well_formed(*(await post_raw(api, body)))
+    status, listed, _ = await api.call("GET", "/v1/promotions", Role.VIEWER, params=query)
+    refusal_is_well_formed(status, listed)
+    quoted = quote(segment, safe="")
+    status, answer, _ = await api.call("POST", f"/v1/promotions/{quoted}/{action}")
+    refusal_is_well_formed(status, answer)
+    status, answer, _ = await api.call("GET", f"/v1/stages/{quoted}/services/{quoted}/history")
+    refusal_is_well_formed(status, answer)
+    async with api.session.get(
+        f"/v1/promotions/{quoted}/events", params=query, headers=auth(Role.VIEWER)
+    ) as response:
+        assert response.status < 500

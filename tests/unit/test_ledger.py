@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sqlite3
 from collections.abc import AsyncIterator
@@ -21,9 +22,10 @@ from sidecar.errors import (
     SettingsError,
     TagMutationError,
 )
-from sidecar.ledger.base import Ledger
+from sidecar.ledger.base import AuditEntry, Ledger
 from sidecar.ledger.factory import build_ledger
 from sidecar.ledger.memory import MemoryLedger
+from sidecar.ledger.sqlite import _MIGRATIONS as SQLITE_MIGRATIONS
 from sidecar.ledger.sqlite import SCHEMA_VERSION, SqliteLedger
 
 DIGEST_A = "sha256:" + "a" * 64
@@ -92,14 +94,6 @@ async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     await built.open()
     yield built
     await built.close()
-
-
-def audit_rows(ledger: Ledger, tmp_path: Path) -> list[tuple[Any, ...]]:
-    """Audit has no reader in the Protocol, so look inside each implementation."""
-    if isinstance(ledger, MemoryLedger):
-        return [(e.at, e.actor, e.action, e.target) for e in ledger.audit_entries]
-    with sqlite3.connect(tmp_path / "state" / "ledger.db") as conn:
-        return conn.execute("SELECT at, actor, action, target FROM audit ORDER BY id").fetchall()
 
 
 # --- the contract -------------------------------------------------------------------------
@@ -325,13 +319,52 @@ async def test_traffic_round_trip(ledger: Ledger) -> None:
     assert list(await ledger.all_traffic()) == [traffic_state("canary", preview=True), newer]
 
 
-async def test_audit_is_recorded(ledger: Ledger, tmp_path: Path) -> None:
-    await ledger.audit("alice", "approve", "promotion/p1", 10.0)
-    await ledger.audit("bob", "abort", "promotion/p2", 11.0)
-    assert audit_rows(ledger, tmp_path) == [
-        (10.0, "alice", "approve", "promotion/p1"),
-        (11.0, "bob", "abort", "promotion/p2"),
+async def test_audit_is_recorded_and_read_back_newest_first_in_pages(ledger: Ledger) -> None:
+    await ledger.audit("alice", "approve", "p1", 10.0)
+    await ledger.audit("bob", "abort", "p2", 11.0, result="refused:409", reason="already ended")
+    await ledger.audit("anonymous", "create", "promotions", 12.0, result="refused:401")
+    newest = await ledger.audit_trail(limit=2)
+    assert newest == [
+        AuditEntry(3, 12.0, "anonymous", "create", "promotions", "refused:401", ""),
+        AuditEntry(2, 11.0, "bob", "abort", "p2", "refused:409", "already ended"),
     ]
+    assert await ledger.audit_trail(limit=2, before=2) == [
+        AuditEntry(1, 10.0, "alice", "approve", "p1", "applied", "")
+    ]
+
+
+async def test_list_pages_after_a_cursor_in_the_same_order(ledger: Ledger) -> None:
+    for n, at in enumerate([1.0, 3.0, 3.0, 2.0, 5.0]):
+        await ledger.create(promotion(f"p{n}", phase=Phase.REFUSED, created_at=at))
+    everything = [p.id for p in await ledger.list()]
+    assert everything == ["p4", "p2", "p1", "p3", "p0"]
+    pages, after = [], None
+    for _ in range(5):
+        page = [p.id for p in await ledger.list(limit=2, after=after)]
+        if not page:
+            break
+        pages.append(page)
+        after = page[-1]
+    assert pages == [["p4", "p2"], ["p1", "p3"], ["p0"]]
+    assert [p.id for p in await ledger.list(service="checkout", after="p1", limit=1)] == ["p3"]
+    with pytest.raises(NotFoundError, match="nope"):
+        await ledger.list(after="nope")
+
+
+async def test_events_are_read_a_page_at_a_time(ledger: Ledger) -> None:
+    await ledger.create(promotion("p1"))
+    for n in range(5):
+        await ledger.append_event("p1", "step", {"n": n}, float(n))
+    assert [e.seq for e in await ledger.events("p1", after=1, limit=2)] == [2, 3]
+    assert [e.seq for e in await ledger.events("p1", after=4, limit=10)] == [5]
+
+
+async def test_the_manifest_is_kept_across_saves(ledger: Ledger) -> None:
+    original = promotion("p1")
+    await ledger.create(original)
+    await ledger.save(original.evolve(phase=Phase.PROGRESSING, manifest={}))
+    assert (await ledger.get("p1")).manifest == original.manifest
+    assert [p.manifest for p in await ledger.list()] == [original.manifest]
 
 
 async def test_open_is_idempotent(ledger: Ledger) -> None:
@@ -368,7 +401,7 @@ async def test_sqlite_state_survives_reopening(tmp_path: Path) -> None:
     await first.push_stable(release(DIGEST_A, "p0"))
     await first.push_stable(release(DIGEST_B, "p1"))
     await first.save_traffic(traffic_state(preview=True))
-    await first.audit("alice", "approve", "promotion/p1", 2.0)
+    await first.audit("alice", "approve", "p1", 2.0)
     await first.close()
     await first.close()  # closing twice is harmless
 
@@ -500,3 +533,60 @@ async def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
 async def test_sqlite_before_open_is_a_ledger_error(tmp_path: Path) -> None:
     with pytest.raises(LedgerError, match=r"get promotion 'p1'.*not open"):
         await SqliteLedger(tmp_path / "ledger.db").get("p1")
+
+
+async def test_sqlite_saves_do_not_rewrite_the_manifest(tmp_path: Path) -> None:
+    """Saving a step of a promotion with a large manifest writes a few pages, not the manifest."""
+    path = tmp_path / "ledger.db"
+    ledger = SqliteLedger(path)
+    await ledger.open()
+    large = promotion("p1").evolve(manifest={"licences": ["x" * 1000] * 400})  # about 400 KB
+    await ledger.create(large)
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (body,) = conn.execute("SELECT body FROM promotions").fetchone()
+    assert "licences" not in body
+    for step in range(50):
+        await ledger.save(large.evolve(step_index=step, updated_at=float(step)))
+    wal_bytes = (tmp_path / "ledger.db-wal").stat().st_size
+    assert (await ledger.get("p1")).manifest == large.manifest
+    await ledger.close()
+    assert wal_bytes < 1_000_000, f"50 saves wrote {wal_bytes} bytes of WAL"
+
+
+V1_PROMOTION = {
+    **promotion("p1", phase=Phase.PROMOTED).to_dict(),
+    "manifest": {"build": {"id": "1", "url": "https://bot:s3cret@ci.example/1"}},
+}
+
+
+async def test_sqlite_opens_a_version_1_ledger_and_moves_its_manifests(tmp_path: Path) -> None:
+    """An existing ledger opens: manifests move to their own table without credentials, and
+    old audit rows read as applied."""
+    path = tmp_path / "ledger.db"
+    with sqlite3.connect(path) as conn:
+        for statement in SQLITE_MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute(
+            "INSERT INTO promotions VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ("p1", "checkout", "prod", "promoted", 100.0, 100.0, json.dumps(V1_PROMOTION)),
+        )
+        conn.execute(
+            "INSERT INTO audit (at, actor, action, target) VALUES (1.0, 'a', 'abort', 'p1')"
+        )
+    conn.close()
+    ledger = SqliteLedger(path)
+    await ledger.open()
+    try:
+        restored = await ledger.get("p1")
+        assert restored.manifest == {"build": {"id": "1", "url": "https://ci.example/1"}}
+        assert await ledger.audit_trail(limit=5) == [
+            AuditEntry(1, 1.0, "a", "abort", "p1", "applied", "")
+        ]
+    finally:
+        await ledger.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert "s3cret" not in str(conn.execute("SELECT * FROM promotions").fetchall())
+    conn.close()

@@ -10,9 +10,17 @@ from typing import Any
 import pytest
 
 from sidecar.domain.artifact import ArtifactRef
-from sidecar.domain.manifest import ReleaseManifest, manifest_schema
+from sidecar.domain.manifest import (
+    MAX_ITEMS,
+    MAX_URL,
+    ReleaseManifest,
+    credential_paths,
+    load_manifest,
+    manifest_schema,
+)
 from sidecar.errors import ManifestError, Problem
 from tests.support.edit import DELETE, edited
+from tests.support.schemas import unbounded
 
 DIGEST = "sha256:" + "ab" * 32
 TRACEPARENT = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
@@ -398,3 +406,82 @@ def test_sha512_digests_are_accepted_for_artifact_and_provenance() -> None:
     manifest = ReleaseManifest.from_data(data)
     assert manifest.artifact_ref.digest == sha512
     assert manifest.provenance is not None and manifest.provenance.subject_digest == sha512
+
+
+def test_schema_bounds_every_string_list_and_mapping() -> None:
+    """No string, list or mapping of the manifest can grow without a limit the schema states."""
+    assert unbounded(manifest_schema()) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "fragment"),
+    [
+        ("build.url", "https://ci.example/" + "x" * 900_000, f"at most {MAX_URL} characters"),
+        ("build.id", "r" * 257, "at most 256 characters"),
+        ("source.repository", "https://git.example/" + "r" * MAX_URL, "at most"),
+        ("checks.licences", ["MIT"] * (MAX_ITEMS + 1), f"at most {MAX_ITEMS} items"),
+        ("compatibility.postgres", ["15"] * (MAX_ITEMS + 1), f"at most {MAX_ITEMS} items"),
+        ("secrets", [{"name": "n", "ref": "vault://a#b"}] * (MAX_ITEMS + 1), "at most"),
+        ("build.number", 2**63, "less than or equal to 9223372036854775807"),
+    ],
+)
+def test_oversized_values_are_refused_at_their_path(path: str, value: Any, fragment: str) -> None:
+    """A 900 KB build URL, too many items or a number beyond 64 bits is refused, by path."""
+    problems = problems_of(with_change(path, value))
+    assert [p.path for p in problems] == [path]
+    assert fragment in problems[0].message
+
+
+def test_oversized_mappings_are_refused() -> None:
+    data = with_change("compatibility", {f"c{i}": ["1"] for i in range(MAX_ITEMS + 1)})
+    assert [p.path for p in problems_of(data)] == ["compatibility"]
+
+
+CREDENTIALS = {
+    "build.url": "https://ci-bot:ghp_s3cret@ci.example/runs/981",
+    "source.repository": "https://x-access-token:ghs_s3cret@git.example/shop/checkout",
+    "provenance.builderId": "https://bot:s3cret@ci.example/builder",
+    "provenance.uri": "oci://robot:s3cret@registry.example.com/shop/checkout:att",
+    "secrets[0].ref": "vault://approle:s3cret@vault.example/shop/db#password",
+}
+
+
+def test_credentials_are_removed_from_every_url_field() -> None:
+    """URL userinfo never survives validation, and the fields it was removed from are named."""
+    data = valid_manifest()
+    for path, url in CREDENTIALS.items():
+        data = edited(data, path, url)
+    assert sorted(credential_paths(data)) == sorted(CREDENTIALS)
+    stored = ReleaseManifest.from_data(data).to_json_dict()
+    assert "s3cret" not in json.dumps(stored)
+    assert stored["build"]["url"] == "https://ci.example/runs/981"
+    assert stored["source"]["repository"] == "https://git.example/shop/checkout"
+    assert stored["secrets"][0]["ref"] == "vault://vault.example/shop/db#password"
+    assert credential_paths(valid_manifest()) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "fragment"),
+    [
+        ("[" * 5000 + "]" * 5000, "", "nested too deeply"),
+        ('{"build": {"number": ' + "7" * 5000 + "}}", "build.number", "5000 digits"),
+    ],
+)
+def test_load_refuses_hostile_json_naming_file_and_path(
+    tmp_path: Path, text: str, path: str, fragment: str
+) -> None:
+    file = tmp_path / "m.json"
+    file.write_text(text)
+    with pytest.raises(ManifestError) as caught:
+        ReleaseManifest.load(file)
+    [problem] = caught.value.problems
+    assert (problem.path, problem.file) == (path, str(file))
+    assert fragment in problem.message
+
+
+def test_load_manifest_names_the_fields_whose_credentials_it_removed(tmp_path: Path) -> None:
+    file = tmp_path / "m.json"
+    file.write_text(json.dumps(with_change("build.url", CREDENTIALS["build.url"])))
+    manifest, stripped = load_manifest(file)
+    assert stripped == ["build.url"]
+    assert manifest.build.url == "https://ci.example/runs/981"

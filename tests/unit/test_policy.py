@@ -11,14 +11,19 @@ import pytest
 import yaml
 
 from sidecar.domain.policy import (
+    MAX_ITEMS,
+    MAX_NAME,
+    MAX_QUERY,
     PromotionPolicy,
     load_policy,
     parse_duration,
     parse_policy,
     parse_policy_text,
+    policy_schema,
 )
 from sidecar.errors import PolicyError, Problem
 from tests.support.edit import DELETE, edited
+from tests.support.schemas import unbounded
 
 SOURCE = "policy.yaml"
 
@@ -617,3 +622,36 @@ def test_model_and_graph_problems_are_reported_together() -> None:
         "stages[0].strategy.canary.steps[0]",
         "stages[1].requires[0]",
     ]
+
+
+def test_schema_bounds_every_string_list_and_mapping_and_accepts_the_valid_policy() -> None:
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is a test dependency")
+    schema = policy_schema()
+    assert unbounded(schema) == []
+    jsonschema.validate(valid_policy(), schema)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "fragment"),
+    [
+        ("metadata.name", "n" * 257, "at most 256 characters"),
+        ("stages[1].name", "s" * (MAX_NAME + 1), f"at most {MAX_NAME} characters"),
+        ("stages[1].gates.slo[0].query", "up" + " " * MAX_QUERY, f"at most {MAX_QUERY}"),
+        ("stages[0].gates.metadata.requiredFields", ["build.url"] * (MAX_ITEMS + 1), "at most"),
+        ("stages[1].strategy.canary.stepDuration", "1" * 100_000 + "s", "not a duration"),
+        ("analysis.interval", "9" * 5000 + "s", "not a duration"),
+    ],
+)
+def test_oversized_policy_values_are_refused_at_their_path(
+    path: str, value: Any, fragment: str
+) -> None:
+    problems = problems_of(edited(valid_policy(), path, value))
+    assert [p.path for p in problems] == [path]
+    assert fragment in problems[0].message
+
+
+def test_too_many_stages_are_refused() -> None:
+    data = valid_policy()
+    stage = data["stages"][0]
+    data["stages"] = [{**stage, "name": f"s{i}"} for i in range(MAX_ITEMS + 1)]
+    assert [p.path for p in problems_of(data)] == ["stages"]

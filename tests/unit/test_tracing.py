@@ -10,12 +10,14 @@ from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from sidecar.analysis.prometheus import NullMetricsSource
+from sidecar.domain.artifact import ArtifactRef
+from sidecar.domain.promotion import Promotion
 from sidecar.engine.context import EngineContext
 from sidecar.engine.controller import Controller
 from sidecar.ledger.memory import MemoryLedger
 from sidecar.localrun import wait_until
 from sidecar.telemetry.metrics import PrometheusRecorder
-from sidecar.telemetry.tracing import build_tracer_provider
+from sidecar.telemetry.tracing import build_tracer_provider, release_attributes
 from sidecar.testing import FakeClock, RecordingActuator
 from tests.conftest import HttpServer
 from tests.support.manifests import manifest
@@ -80,15 +82,18 @@ async def test_a_promotion_is_one_trace_linked_to_its_build(
         )
     )
     await controller.start()
-    build = {"id": "run-77", "url": "https://ci.example.com/77",
+    build = {"id": "run-77", "url": "https://ci-bot:s3cret@ci.example.com/77",
              "traceparent": f"00-{CI_TRACE}-{CI_SPAN}-01"}  # fmt: skip
+    source = {"repository": "https://x-token:s3cret@git.example.com/demo",
+              "commit": "0123456789abcdef0123456789abcdef01234567"}  # fmt: skip
     first = await controller.create(
         manifest(digest_char="a", version="1.0.0", tag="1.0.0"), "staging",
         upstream="http://127.0.0.1:9001",
     )  # fmt: skip
     await controller.wait_finished(first.id)
     canary = await controller.create(
-        manifest(digest_char="b", version="1.1.0", tag="1.1.0", build=build), "staging",
+        manifest(digest_char="b", version="1.1.0", tag="1.1.0", build=build, source=source),
+        "staging",
         upstream="http://127.0.0.1:9002",
     )  # fmt: skip
     await asyncio.wait_for(controller.wait_finished(canary.id), 10)
@@ -115,9 +120,34 @@ async def test_a_promotion_is_one_trace_linked_to_its_build(
     assert identity["oci.manifest.digest"] == canary.artifact.digest
     assert identity["container.image.tags"] == ["1.1.0"]
     assert identity["cicd.pipeline.run.id"] == "run-77"
+    assert identity["cicd.pipeline.run.url.full"] == "https://ci.example.com/77"
+    assert identity["vcs.repository.url.full"] == "https://git.example.com/demo"
+    assert not [a for s in spans for a in attributes(s).values() if "s3cret" in str(a)]
     assert identity["vcs.ref.head.revision"] == canary.manifest["source"]["commit"]
     assert identity["deployment.environment.name"] == "staging"
     assert identity["promgate.policy.version"] == "7"
     assert identity["promgate.outcome"] == "inconclusive"
     queries = [attributes(s) for s in spans if s.name == "promgate.prometheus.query"]
     assert any(canary.artifact.digest in q["db.query.text"] for q in queries)
+
+
+def test_release_attributes_drop_credentials_a_stored_manifest_still_holds() -> None:
+    """A promotion from an older ledger may hold URL credentials; spans never carry them."""
+    promotion = Promotion(
+        id="p1",
+        service="demo",
+        stage="staging",
+        artifact=ArtifactRef("registry.example.com/demo", "sha256:" + "a" * 64, "1.0.0"),
+        version="1.0.0",
+        policy_version="7",
+        strategy="canary",
+        candidate_upstream="",
+        manifest={
+            "build": {"id": "1", "url": "https://u:s3cret@ci.example.com/1"},
+            "source": {"repository": "https://t:s3cret@git.example.com/demo", "commit": "ab"},
+        },
+        created_at=0.0,
+    )
+    values = release_attributes(promotion)
+    assert values["cicd.pipeline.run.url.full"] == "https://ci.example.com/1"
+    assert values["vcs.repository.url.full"] == "https://git.example.com/demo"

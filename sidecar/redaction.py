@@ -1,0 +1,47 @@
+"""Keeps credentials out of everything promgate stores or exports.
+
+Two tools, used wherever text from outside reaches the ledger, a log line, an API
+answer or a span: :func:`strip_userinfo` drops ``user:password@`` from a URL, and
+:func:`redact` masks given secrets and any URL userinfo inside free text (e.g. a body a
+webhook receiver echoed back). Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from urllib.parse import quote, unquote, urlsplit
+
+REDACTED = "<redacted>"
+
+# scheme://userinfo@ : the userinfo runs up to the last "@" before the path, query or fragment
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/?#\s\"'<>]*@")
+
+
+def strip_userinfo(url: str) -> str:
+    """``url`` without its ``user:password@`` part; other text is returned unchanged."""
+    return _URL_USERINFO.sub(r"\1", url)
+
+
+def has_userinfo(url: str) -> bool:
+    """Whether ``url`` carries a user name or password in its authority."""
+    return _URL_USERINFO.search(url) is not None
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The password of ``url`` as written and decoded, to pass to :func:`redact`."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return ()
+    if not password:
+        return ()
+    return tuple(dict.fromkeys((password, unquote(password), quote(unquote(password), safe=""))))
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every URL's userinfo removed and every non-empty secret masked."""
+    text = strip_userinfo(text)
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
