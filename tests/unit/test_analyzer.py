@@ -15,10 +15,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
 
 from sidecar.analysis.analyzer import Analyzer
 from sidecar.analysis.judge import (
+    Decision,
     Evidence,
     GateResult,
     GateVerdict,
@@ -30,6 +33,7 @@ from sidecar.analysis.judge import (
 )
 from sidecar.analysis.prometheus import NullMetricsSource, PrometheusSource
 from sidecar.analysis.sequential import clearance_test, sequential_test
+from sidecar.domain.measurement import Measurement
 from sidecar.domain.policy import SloGate
 
 CANDIDATE = {"role": "candidate"}
@@ -250,3 +254,139 @@ async def test_ratio_gates_judge_their_windows_together(time_source: PrometheusS
     assert (GateResult.PASS, GateResult.PASS) in judged, seen
     assert all(fast == slow for fast, slow in judged), seen
     assert any("waiting for the other ratio gates" in reason for reason in reasons), reasons
+
+
+FLICKERING = SloGate.model_validate(
+    {
+        "name": "errors",
+        "ratio": {  # 2% bad on both sides; the bad query matches nothing 3 s in every 6 s
+            "bad": "vector(time() * 20) unless on() (vector(time() % 6) < 3)",
+            "total": "time() * 1000",
+        },
+        "max": 0.05,
+        "maxVsBaseline": 2,
+        "hardMax": 0.6,
+        "minRequests": 25,
+    }
+)
+
+
+async def test_a_bad_query_that_matches_nothing_for_a_while_never_rolls_back(
+    time_source: PrometheusSource,
+) -> None:
+    """Both sides fail 2% and their bad query comes back empty for 3 s at a time while the
+    total answers: the empty readings are gaps, never zero, so no window ever holds the
+    errors counted before the gap; every judged window is 2% and nothing breaches."""
+    analyzer = Analyzer(
+        time_source, ThresholdJudge(confirm=3), [FLICKERING], TracerProvider().get_tracer("t")
+    )
+    verdicts: list[GateVerdict] = []
+    for _ in range(40):  # 10 s: every phase of the 6 s cycle, twice over
+        await asyncio.sleep(0.25)
+        verdicts.extend((await analyzer.evaluate(CANDIDATE, BASELINE)).gates)
+    results = [v.result for v in verdicts]
+    assert GateResult.BREACH not in results, [v.reason for v in verdicts]
+    judged = [v for v in verdicts if v.result is GateResult.PASS]
+    # the two queries run a few milliseconds apart: near 2%, not exactly
+    assert judged and all(v.value == pytest.approx(0.02, rel=0.05) for v in judged), judged
+    gaps = [v.reason for v in verdicts if "query matched nothing after" in v.reason]
+    assert gaps, [v.reason for v in verdicts]
+    assert "vector(time() * 20)" in gaps[0], gaps[0]
+
+
+@dataclass
+class _Process:
+    """One side's service: its lifetime requests, exactly 2% of them bad (rounded down)."""
+
+    total: int = 0
+
+    @property
+    def bad(self) -> int:
+        return self.total * 2 // 100
+
+
+@dataclass
+class _ScriptedSource:
+    """Answers each PromQL query with the measurement the test set for it; a source that
+    can be made to fail, come back empty or NaN at will, one evaluation at a time."""
+
+    answers: dict[str, Measurement] = field(default_factory=dict)
+
+    async def query(self, promql: str) -> Measurement:
+        return self.answers[promql]
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+_FAULTS = ("ok",) * 6 + ("empty", "failed", "nan")
+_EVALUATION = st.tuples(
+    st.integers(0, 40),  # candidate requests since the last evaluation
+    st.integers(0, 120),  # baseline requests
+    st.sampled_from([False] * 9 + [True]),  # the candidate's process restarted
+    st.sampled_from([False] * 9 + [True]),  # the baseline's
+    st.tuples(*[st.sampled_from(_FAULTS)] * 4),  # candidate bad, total, baseline bad, total
+)
+_SAME_RATE_GATES = {
+    "threshold": {"max": 0.05, "maxVsBaseline": 2, "hardMax": 0.6, "minRequests": 10},
+    "sequential": {"max": 0.05, "maxVsBaseline": 2, "hardMax": 0.6, "minRequests": 10,
+                   "judge": "sequential", "margin": 0.2, "minStepRequests": 50},
+}  # fmt: skip
+
+
+def _answer(fault: str, value: float | None) -> Measurement:
+    if fault == "failed":
+        return Measurement.provider_error("Prometheus answered HTTP 503")
+    if fault == "nan":
+        return Measurement.of(float("nan"))
+    if fault == "empty" or value is None:
+        return Measurement.no_data()
+    return Measurement.of(value)
+
+
+_OK = ("ok",) * 4
+_BAD_EMPTY = ("empty", "ok", "ok", "ok")
+_ISSUE = [(25, 75, False, False, faults) for faults in [_OK] * 3 + [_BAD_EMPTY] * 4 + [_OK] * 3]
+
+
+@pytest.mark.parametrize("judged", sorted(_SAME_RATE_GATES))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    served=st.tuples(st.integers(0, 500), st.integers(0, 100_000)),
+    evaluations=st.lists(_EVALUATION, min_size=2, max_size=60),
+)
+@example(served=(1150, 50_000), evaluations=_ISSUE)  # the candidate's bad query empty for 4 s
+def test_no_mix_of_gaps_and_restarts_rolls_back_a_release_as_good_as_its_baseline(
+    judged: str,
+    served: tuple[int, int],
+    evaluations: list[tuple[int, int, bool, bool, tuple[str, ...]]],
+) -> None:
+    """Both sides fail exactly 2%; any mix of empty, failed and NaN readings of either
+    query on either side, and restarts of either side's counters, never rolls back.
+    ``served``: the requests each side had served before the first reading (a fresh
+    candidate little, the baseline a lot)."""
+    gate = SloGate.model_validate(
+        {"name": "errors", "ratio": {"bad": 'bad{role="$role"}', "total": 'total{role="$role"}'},
+         **_SAME_RATE_GATES[judged]}
+    )  # fmt: skip
+    source = _ScriptedSource()
+    judge = SequentialJudge(alpha=0.01) if judged == "sequential" else ThresholdJudge(confirm=3)
+    analyzer = Analyzer(source, judge, [gate], TracerProvider().get_tracer("t"))
+    sides = {"candidate": _Process(served[0]), "baseline": _Process(served[1])}
+
+    async def run() -> list[StepVerdict]:
+        verdicts = []
+        for cand_n, base_n, cand_restart, base_restart, faults in evaluations:
+            for (role, process), requests, restart, (bad_fault, total_fault) in zip(
+                sides.items(), (cand_n, base_n), (cand_restart, base_restart),
+                (faults[:2], faults[2:]), strict=True,
+            ):  # fmt: skip
+                process.total = requests if restart else process.total + requests
+                # a bad counter has no series until its first bad event
+                source.answers[f'bad{{role="{role}"}}'] = _answer(bad_fault, process.bad or None)
+                source.answers[f'total{{role="{role}"}}'] = _answer(total_fault, process.total)
+            verdicts.append(await analyzer.evaluate(CANDIDATE, BASELINE))
+        return verdicts
+
+    for verdict in asyncio.run(run()):
+        assert verdict.decision is not Decision.ROLLBACK, verdict.reason
