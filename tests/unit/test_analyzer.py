@@ -390,3 +390,59 @@ def test_no_mix_of_gaps_and_restarts_rolls_back_a_release_as_good_as_its_baselin
 
     for verdict in asyncio.run(run()):
         assert verdict.decision is not Decision.ROLLBACK, verdict.reason
+
+
+async def test_restored_counters_judge_the_traffic_served_while_down(
+    time_source: PrometheusSource,
+) -> None:
+    """A new analyzer given the old one's counter readings, as the ledger stores them,
+    judges its first reading against the saved one: the requests served in between (a
+    second of downtime, 1000 a second) are in its first window, on both sides."""
+    tracer = TracerProvider().get_tracer("test")
+    old = Analyzer(time_source, ThresholdJudge(), [GATE], tracer)
+    for _ in range(2):
+        await asyncio.sleep(0.25)
+        await old.evaluate(CANDIDATE, BASELINE)
+    saved = json.loads(json.dumps({"evidence": old.evidence(), "counters": old.counters()}))
+    await asyncio.sleep(1.0)  # promgate is down
+
+    judge = Recording(ThresholdJudge())
+    new = Analyzer(time_source, judge, [GATE], tracer)
+    new.restore(saved["evidence"])
+    new.restore_counters(saved["counters"])
+    verdict = await new.evaluate(CANDIDATE, BASELINE)
+
+    [gate] = verdict.gates
+    window = judge.seen[-1]
+    assert gate.result is GateResult.PASS, gate.reason
+    assert window.candidate_requests is not None and window.candidate_requests >= 1000
+    assert window.baseline_requests == pytest.approx(window.candidate_requests, rel=0.01)
+    assert gate.value == pytest.approx(0.01, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    "saved",
+    [
+        pytest.param({"errors": {"open": "yes", "sides": {}}}, id="open-a-string"),
+        pytest.param({"errors": {"open": True, "sides": {"candidate": {"bad": 1}}}},
+                     id="a-side-short"),
+        pytest.param({"errors": 5}, id="a-number"),
+        pytest.param(["errors"], id="a-list"),
+    ],
+)  # fmt: skip
+async def test_unreadable_counters_start_the_counting_again(
+    saved: Any, time_source: PrometheusSource, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Counter readings that cannot be read are dropped with a warning: the first reading
+    starts the counting again, as on a first start."""
+    analyzer = Analyzer(time_source, ThresholdJudge(), [GATE], TracerProvider().get_tracer("t"))
+    logger = logging.getLogger("promgate.analysis")
+    logger.addHandler(caplog.handler)
+    try:
+        analyzer.restore_counters(saved)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert analyzer.counters() == {}
+    assert any("counter readings unreadable" in r.getMessage() for r in caplog.records)
+    [gate] = (await analyzer.evaluate(CANDIDATE, BASELINE)).gates
+    assert "first reading; counting starts now" in gate.reason, gate.reason
