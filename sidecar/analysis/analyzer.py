@@ -178,10 +178,9 @@ class Analyzer:
         self, gate: SloGate, candidate: Identity, baseline: Identity | None, baseline_serves: bool
     ) -> Evidence:
         assert gate.query is not None
-        window = {"window": f"{gate.window:g}s"}
         ours, theirs = await asyncio.gather(
-            self._query(gate.query, {**candidate, **window}),
-            self._query(gate.query, {**baseline, **window}) if baseline else _no_baseline(),
+            self._query(gate.query, query_identity(gate, candidate)),
+            self._query(gate.query, query_identity(gate, baseline)) if baseline else _no_baseline(),
         )
         missing = ""
         if baseline and baseline_serves and theirs.measurement.matched_nothing:
@@ -280,6 +279,11 @@ class Analyzer:
             if measurement.value is not None:
                 span.set_attribute("promgate.value", measurement.value)
             return Queried(promql, measurement)
+
+
+def query_identity(gate: SloGate, identity: Identity) -> dict[str, str]:
+    """What a side's queries of ``gate`` are rendered with: value queries get ``$window``."""
+    return {**identity, "window": f"{gate.window:g}s"} if gate.query is not None else {**identity}
 
 
 def _missing(why: str) -> Evidence:

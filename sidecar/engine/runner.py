@@ -122,10 +122,7 @@ class PromotionRunner:
         promotion = self.promotion
         started = self.ctx.clock.now()
         verdict = await self.analyzer.evaluate(
-            _identity(promotion, "candidate", promotion.artifact, promotion.version),
-            _identity(promotion, "baseline", promotion.baseline, promotion.baseline_version)
-            if promotion.baseline
-            else None,
+            *identities(promotion),
             promotion_parent(promotion),
             baseline_serves=promotion.weight < 100,
         )
@@ -234,6 +231,17 @@ class PromotionRunner:
                 ],
             },
         )
+
+
+def identities(promotion: Promotion) -> tuple[dict[str, str], dict[str, str] | None]:
+    """The values the gates' queries are rendered with: the candidate's, and the
+    baseline's when there is one."""
+    candidate = _identity(promotion, "candidate", promotion.artifact, promotion.version)
+    if promotion.baseline is None:
+        return candidate, None
+    return candidate, _identity(
+        promotion, "baseline", promotion.baseline, promotion.baseline_version
+    )
 
 
 def _identity(

@@ -266,7 +266,7 @@ FLICKERING = SloGate.model_validate(
         "max": 0.05,
         "maxVsBaseline": 2,
         "hardMax": 0.6,
-        "minRequests": 25,
+        "minRequests": 1000,  # windows of a second or more: the queries' skew stays small
     }
 )
 
@@ -288,7 +288,7 @@ async def test_a_bad_query_that_matches_nothing_for_a_while_never_rolls_back(
     assert GateResult.BREACH not in results, [v.reason for v in verdicts]
     judged = [v for v in verdicts if v.result is GateResult.PASS]
     # the two queries run a few milliseconds apart: near 2%, not exactly
-    assert judged and all(v.value == pytest.approx(0.02, rel=0.05) for v in judged), judged
+    assert judged and all(0.015 < (v.value or 0) < 0.025 for v in judged), judged
     gaps = [v.reason for v in verdicts if "query matched nothing after" in v.reason]
     assert gaps, [v.reason for v in verdicts]
     assert "vector(time() * 20)" in gaps[0], gaps[0]
@@ -446,3 +446,63 @@ async def test_unreadable_counters_start_the_counting_again(
     assert any("counter readings unreadable" in r.getMessage() for r in caplog.records)
     [gate] = (await analyzer.evaluate(CANDIDATE, BASELINE)).gates
     assert "first reading; counting starts now" in gate.reason, gate.reason
+
+
+# the baseline's total matches nothing (as a query with a wrong label would); the
+# candidate's answers with 1000 requests a second
+_ONLY_CANDIDATE = (
+    'label_replace(vector(time() * {rate}), "role", "$role", "", "") '
+    'unless on(role) label_replace(vector(0), "role", "baseline", "", "")'
+)
+SILENT_BASELINE = SloGate.model_validate(
+    {
+        "name": "errors",
+        "ratio": {
+            "bad": _ONLY_CANDIDATE.format(rate=10),
+            "total": _ONLY_CANDIDATE.format(rate=1000),
+        },
+        "max": 0.05,
+        "judge": "sequential",
+    }
+)
+
+
+async def test_a_baseline_query_that_matches_nothing_is_named_and_never_judged_without(
+    time_source: PrometheusSource, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the baseline serves, its query matching nothing leaves a sequential gate
+    without evidence: the verdict names the rendered query (never a threshold verdict
+    such as "breach 3 of 3"), and one warning says so until it matches again."""
+    tracer = TracerProvider().get_tracer("t")
+    analyzer = Analyzer(time_source, SequentialJudge(alpha=0.01), [SILENT_BASELINE], tracer)
+    logger = logging.getLogger("promgate.analysis")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="promgate.analysis"):
+            verdicts = []
+            for _ in range(4):
+                await asyncio.sleep(0.25)
+                verdicts.extend((await analyzer.evaluate(CANDIDATE, BASELINE)).gates)
+    finally:
+        logger.removeHandler(caplog.handler)
+    rendered = _ONLY_CANDIDATE.format(rate=1000).replace("$role", "baseline")
+    for verdict in verdicts:
+        assert verdict.result is GateResult.NO_DATA, verdict.reason
+        assert verdict.reason == f"errors: baseline total query matched nothing: {rendered}"
+    warnings = {id(r): r for r in caplog.records if r.name == "promgate.analysis"}.values()
+    assert [r.getMessage() for r in warnings] == [verdicts[0].reason]
+
+
+async def test_after_a_switch_a_baseline_that_matches_nothing_has_no_traffic(
+    time_source: PrometheusSource,
+) -> None:
+    """Once the baseline serves nothing (after a blue-green switch), its query matching
+    nothing is no baseline traffic: the gate judges the candidate on its bounds."""
+    tracer = TracerProvider().get_tracer("t")
+    analyzer = Analyzer(time_source, SequentialJudge(alpha=0.01), [SILENT_BASELINE], tracer)
+    results = []
+    for _ in range(3):
+        await asyncio.sleep(0.25)
+        verdict = await analyzer.evaluate(CANDIDATE, BASELINE, baseline_serves=False)
+        results.append(verdict.gates[0].result)
+    assert results[1:] == [GateResult.PASS, GateResult.PASS], results
