@@ -331,8 +331,38 @@ def policy() -> None:
 
 @policy.command("check")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-def policy_check(file: Path) -> None:
-    """Validate a policy file; print every problem with its path and fix."""
+@click.option(
+    "--prometheus",
+    "prometheus_url",
+    metavar="URL",
+    help="also run every SLO query of --stage for the release in --manifest here",
+)
+@click.option(
+    "--manifest",
+    "manifest_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="with --prometheus: the candidate's release manifest (JSON)",
+)
+@click.option("--stage", help="with --prometheus: the stage whose queries to run")
+@click.option(
+    "--baseline", metavar="IMAGE@sha256:...", help="with --prometheus: the stage's stable release"
+)
+@click.option("--baseline-version", metavar="V", help="the baseline's version")
+def policy_check(
+    file: Path,
+    *,
+    prometheus_url: str | None,
+    manifest_file: Path | None,
+    stage: str | None,
+    baseline: str | None,
+    baseline_version: str | None,
+) -> None:
+    """Validate a policy file; print every problem with its path and fix.
+
+    With --prometheus, also render every SLO query of --stage for the release (and
+    --baseline) and print how many series each returns; exit 1 when a query failed or a
+    total or value query matched nothing.
+    """
     from sidecar.domain.policy import load_policy  # noqa: PLC0415
 
     try:
@@ -343,6 +373,35 @@ def policy_check(file: Path) -> None:
         raise click.exceptions.Exit(1) from None
     stages = len(checked.stages)
     click.echo(f"ok: {checked.metadata.name} version {checked.version}, {stages} stages")
+    if prometheus_url is None:
+        if manifest_file or stage or baseline or baseline_version:
+            raise click.UsageError("--manifest, --stage and --baseline need --prometheus URL")
+        return
+    if manifest_file is None or stage is None:
+        raise click.UsageError("--prometheus needs --manifest FILE and --stage NAME")
+    if bool(baseline) != bool(baseline_version):
+        raise click.UsageError("give --baseline and --baseline-version together")
+    from sidecar.query_check import run_check  # noqa: PLC0415
+
+    checks = asyncio.run(
+        run_check(
+            checked,
+            manifest_file=manifest_file,
+            stage_name=stage,
+            prometheus_url=prometheus_url,
+            baseline=baseline,
+            baseline_version=baseline_version,
+        )
+    )
+    if not baseline:
+        click.echo("no --baseline given: the candidate's queries only")
+    for check in checks:
+        click.echo(f"{check.gate}  {check.side}  {check.query}: {check.shown}\n    {check.promql}")
+    failing = [c for c in checks if not c.ok]
+    if failing:
+        click.echo(f"{len(failing)} of {len(checks)} queries failed or matched nothing")
+        raise click.exceptions.Exit(1)
+    click.echo(f"all {len(checks)} queries returned series")
 
 
 @cli.group()

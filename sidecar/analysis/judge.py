@@ -56,6 +56,7 @@ class Evidence:
     candidate_requests: float | None = None  # ratio gates: requests behind the ratio
     baseline_requests: float | None = None
     step: StepCounts | None = None  # ratio gates: counts since the step began
+    missing: str = ""  # why there is no evidence this evaluation, when it is known
 
 
 @dataclass(frozen=True)
@@ -370,6 +371,8 @@ def judge_threshold(
             f"analysis unavailable ({failed.detail})",
             classification=Classification.TRANSIENT,
         )
+    if evidence.missing:
+        return verdict(GateResult.NO_DATA, evidence.missing)
     if candidate.value is None:
         return verdict(GateResult.NO_DATA, f"no data for the candidate ({candidate.detail})")
     value = candidate.value
@@ -493,18 +496,21 @@ def decide(verdicts: Sequence[GateVerdict]) -> StepVerdict:
     return StepVerdict(decision, tuple(verdicts))
 
 
-def counter_increase(previous: float | None, current: float) -> float:
-    """Increase of a counter between two readings; a drop means the counter restarted."""
-    if previous is None:
-        return 0.0
-    return current if current < previous else current - previous
-
-
 def ratio_evidence(bad: float, total: float, min_requests: int) -> Measurement:
     """bad/total as a measurement; fewer than ``min_requests`` is no data, not a pass."""
     if total < min_requests:
         return Measurement.no_data(f"{total:g} requests, need {min_requests}")
     return Measurement.of(bad / total)
+
+
+def compares_with_baseline(gate: SloGate) -> bool:
+    """Whether a gate's verdict depends on its baseline: sequential, or bounded relative to
+    it. Only such gates query the baseline, and wait when its query matches nothing."""
+    return (
+        gate.judge == "sequential"
+        or gate.max_vs_baseline is not None
+        or gate.hard_vs_baseline is not None
+    )
 
 
 def ratio_window(gate: SloGate, window: Counts, step: StepCounts) -> Evidence:

@@ -104,6 +104,17 @@ class PrometheusSource:
         except ProviderError as exc:
             return Measurement.provider_error(self._endpoint.redact(f"query {promql!r}: {exc}"))
 
+    async def count_series(self, promql: str) -> int:
+        """How many series an instant query returns (a scalar is one); raises
+        ProviderError (QueryError for a rejected query) instead of a measurement."""
+        data = await self._fetch(promql)
+        result_type, result = data.get("resultType"), data.get("result")
+        if result_type == "scalar":
+            return 1
+        if result_type != "vector" or not isinstance(result, list):
+            raise QueryError(f"query returned a {result_type} result, not an instant vector")
+        return len(result)
+
     async def is_ready(self) -> bool:
         """Whether Prometheus says it is ready to serve queries; False on any failure."""
         try:

@@ -22,12 +22,13 @@ class Measurement:
     kind: MeasurementKind
     value: float | None = None
     detail: str = ""
+    not_a_number: bool = False  # NO_DATA because a series held NaN or Inf, not from no series
 
     @classmethod
     def of(cls, value: float) -> Measurement:
         """A value; NaN and infinities become no_data, as Prometheus's NaN carries none."""
         if math.isnan(value) or math.isinf(value):
-            return cls(MeasurementKind.NO_DATA, detail=f"query returned {value}")
+            return cls(MeasurementKind.NO_DATA, detail=f"query returned {value}", not_a_number=True)
         return cls(MeasurementKind.VALUE, value=value)
 
     @classmethod
@@ -43,6 +44,11 @@ class Measurement:
     @property
     def is_value(self) -> bool:
         return self.kind is MeasurementKind.VALUE
+
+    @property
+    def matched_nothing(self) -> bool:
+        """The query ran and no series matched (not NaN, not an error)."""
+        return self.kind is MeasurementKind.NO_DATA and not self.not_a_number
 
     def __str__(self) -> str:
         return f"{self.value:g}" if self.value is not None else f"{self.kind.value} ({self.detail})"

@@ -23,6 +23,8 @@ from sidecar.telemetry.tracing import promotion_parent
 _log = get_logger("decision")
 
 EVIDENCE = "evidence"  # Promotion.extra key: the analyzer's counts, per gate
+COUNTERS = "counters"  # Promotion.extra key: the last evaluation's time and counter readings
+_WATCHED = (Phase.PROGRESSING, Phase.POST_PROMOTION)  # phases whose steps run on time
 
 _FINAL_PHASE = {
     ActionKind.PROMOTE: Phase.PROMOTED,
@@ -51,6 +53,17 @@ class PromotionRunner:
             self.ctx.tracer,
         )
         self.analyzer.restore(self.promotion.extra.get(EVIDENCE) or {})
+        saved = self.promotion.extra.get(COUNTERS)
+        saved = saved if isinstance(saved, dict) else {}
+        self.analyzer.restore_counters(saved.get("gates") or {})
+        # resuming a step: the time since its last evaluation was not watched
+        self.unwatched_since: float | None = None
+        if self.promotion.phase in _WATCHED:
+            at = saved.get("at")
+            if isinstance(at, int | float) and not isinstance(at, bool):
+                self.unwatched_since = float(at)
+            else:  # saved before evaluations were timed: the whole step so far
+                self.unwatched_since = self.promotion.step_started_at
 
     async def begin(self) -> None:
         """Take the first step (await approval, or move traffic) if not taken yet."""
@@ -110,10 +123,14 @@ class PromotionRunner:
     async def _step(self) -> None:
         promotion = self.promotion
         started = self.ctx.clock.now()
-        candidate, stable = _identities(promotion)
-        verdict = await self.analyzer.evaluate(candidate, stable, promotion_parent(promotion))
+        verdict = await self.analyzer.evaluate(
+            *identities(promotion),
+            promotion_parent(promotion),
+            baseline_serves=promotion.weight < 100,
+        )
         now = self.ctx.clock.now()
-        tracked = track_evidence(promotion, verdict, now)
+        tracked = track_evidence(promotion, verdict, now, self.unwatched_since)
+        self.unwatched_since = None
         action = self.strategy.next_action(tracked, verdict, now)
         self.ctx.recorder.gate_verdicts(promotion, verdict)
         self.promotion = await self._act(tracked, action, verdict, now)
@@ -133,8 +150,15 @@ class PromotionRunner:
         kind = action.kind
         if kind in (ActionKind.SET_WEIGHT, ActionKind.SWITCH):
             self.analyzer.new_step()
-        # the sequential tests' counts travel with the promotion, so a restart resumes them
-        promotion = promotion.evolve(extra={**promotion.extra, EVIDENCE: self.analyzer.evidence()})
+        # the sequential tests' counts and the counter readings travel with the promotion,
+        # so a restart resumes them and judges the traffic served while promgate was down
+        promotion = promotion.evolve(
+            extra={
+                **promotion.extra,
+                EVIDENCE: self.analyzer.evidence(),
+                COUNTERS: {"at": now, "gates": self.analyzer.counters()},
+            }
+        )
         if kind in (ActionKind.WAIT, ActionKind.HOLD):
             return await self.ctx.move(promotion, event="verdict", data=data)
         if kind is ActionKind.SET_WEIGHT:
@@ -211,7 +235,7 @@ class PromotionRunner:
         )
 
 
-def _identities(promotion: Promotion) -> tuple[dict[str, str], dict[str, str] | None]:
+def identities(promotion: Promotion) -> tuple[dict[str, str], dict[str, str] | None]:
     """The values the gates' query templates are rendered with, for the candidate and the
     stable release; ``$role``, ``$backend`` and ``$upstream`` are the traffic state's."""
     candidate, stable = sides(promotion)

@@ -43,12 +43,17 @@ class Strategy(Protocol):
     def next_action(self, promotion: Promotion, verdict: StepVerdict, now: float) -> Action: ...
 
 
-def track_evidence(promotion: Promotion, verdict: StepVerdict, now: float) -> Promotion:
+def track_evidence(
+    promotion: Promotion, verdict: StepVerdict, now: float, unwatched_since: float | None = None
+) -> Promotion:
     """Remember since when analysis has been unavailable or data missing; clear otherwise.
 
     Time without evidence does not count toward a step: when a gap ends, the step's start
     moves forward by the part of the gap that fell within the step, so a step is always
-    judged on ``stepDuration`` of evidence.
+    judged on ``stepDuration`` of evidence. ``unwatched_since`` is the last evaluation
+    before promgate stopped, when this is the first since it started again: the time in
+    between was not watched and does not count either, even when the counters let the
+    traffic served meanwhile be judged (one look cannot stand for a step's many).
     """
     missing = any(g.result is GateResult.NO_DATA for g in verdict.gates)
     unavailable = verdict.decision is Decision.HOLD
@@ -56,12 +61,16 @@ def track_evidence(promotion: Promotion, verdict: StepVerdict, now: float) -> Pr
     no_data_since = (promotion.no_data_since or now) if missing and not unavailable else None
     started = promotion.step_started_at
     if started is not None:
-        for gap_start, still_open in (
+        marks = (
             (promotion.unavailable_since, unavailable_since is not None),
             (promotion.no_data_since, no_data_since is not None),
-        ):
-            if gap_start is not None and not still_open:
-                started += now - max(gap_start, started)
+        )
+        ended = [since for since, still_open in marks if since is not None and not still_open]
+        # a gap that goes on covers the unwatched time already, and will be taken off whole
+        if unwatched_since is not None and not any(since and still for since, still in marks):
+            ended.append(unwatched_since)
+        if ended:  # every span ending now ends at now: take off their union
+            started += now - max(min(ended), started)
     return replace(
         promotion,
         unavailable_since=unavailable_since,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections import Counter
 from typing import Any
 
 import pytest
 
+from sidecar.analysis.prometheus import PrometheusSource
 from tests.e2e.conftest import (
     StackFactory,
     WebhookReceiver,
@@ -15,7 +17,7 @@ from tests.e2e.conftest import (
     demo_digest,
     past_progressing,
 )
-from tests.support.processes import metric_value
+from tests.support.processes import metric_value, wait_for_value
 
 pytestmark = pytest.mark.e2e
 
@@ -128,3 +130,62 @@ async def test_killed_sidecar_restores_the_proxy_split_before_it_serves_again(
     )
     assert final["phase"] == "promoted", final
     assert await stack.sample(STAGE, 20) == {f"hello from {CANDIDATE}": 20}
+
+
+DOWNTIME_S = 8.0  # longer than the 5 s step: were it counted, the step would be over
+STEP_S = 5.0
+
+
+def _judged(event: dict[str, Any]) -> bool:
+    return event["kind"] in ("verdict", "step") and bool(event["data"].get("gates"))
+
+
+@bounded(120)
+async def test_traffic_served_while_down_is_judged_and_the_downtime_is_not_step_time(
+    stack_factory: StackFactory, webhook_receiver: WebhookReceiver
+) -> None:
+    """SIGKILL mid-step while the traffic goes on (routed by the webhook receiver), 8 s
+    down, restart: the first evaluation judges every candidate request served meanwhile,
+    and the step still runs its 5 s of watched time, the downtime not counted."""
+    stack = await stack_factory(versions={STAGE: [STABLE, CANDIDATE]}, receiver=webhook_receiver)
+    await stack.seed(STAGE, STABLE)
+    stack.start_weighted_load(STAGE, LOAD_RPS)
+    await stack.wait_scraped()
+    promotion_id = await stack.start_promotion(CANDIDATE, STAGE)
+    await stack.wait_event(
+        promotion_id, _passes_at_first_step, 20, "a passing evaluation in the first step"
+    )
+    source = PrometheusSource(stack.prometheus_url)
+    served = f'sum(demo_requests_total{{stage="{STAGE}", digest="{demo_digest(CANDIDATE)}"}})'
+    try:
+        assert await stack.kill_sidecar() == -signal.SIGKILL
+        at_kill = await source.query(served)
+        await asyncio.sleep(DOWNTIME_S)  # the downtime itself is what is tested
+        at_restart = await wait_for_value(source, served)
+        await stack.start_sidecar()
+    finally:
+        await source.close()
+    assert at_kill.value is not None and at_restart.value is not None
+    served_while_down = at_restart.value - at_kill.value
+    assert served_while_down >= 0.5 * LOAD_RPS * 0.25 * DOWNTIME_S, served_while_down
+
+    resumed = await stack.wait_event(promotion_id, lambda e: e["kind"] == "resumed", 5, "resumed")
+    first = await stack.wait_event(
+        promotion_id, _judged, 20, "an evaluation after the restart", after=resumed["seq"]
+    )
+    gates = {g["gate"]: g for g in first["data"]["gates"]}
+    assert all(g["requests"] is not None for g in gates.values()), gates
+    assert gates["error-ratio"]["requests"] >= served_while_down, (served_while_down, gates)
+    assert gates["error-ratio"]["result"] == "pass", gates
+
+    moved = await stack.wait_event(
+        promotion_id, lambda e: e["kind"] == "step" and e["data"]["step"] == 1, 30,
+        "the second step", after=resumed["seq"],
+    )  # fmt: skip
+    events = await stack.events(promotion_id)
+    began = next(e for e in events if e["kind"] == "step" and e["data"]["step"] == 0)
+    last_before = max(e["at"] for e in events if _judged(e) and e["seq"] < resumed["seq"])
+    unwatched = first["at"] - last_before
+    assert unwatched >= DOWNTIME_S, unwatched
+    watched = moved["at"] - began["at"] - unwatched
+    assert watched >= STEP_S, (watched, unwatched)

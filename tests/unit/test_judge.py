@@ -16,7 +16,6 @@ from sidecar.analysis.judge import (
     StepVerdict,
     ThresholdJudge,
     build_judge,
-    counter_increase,
     decide,
     judge_threshold,
     ratio_evidence,
@@ -382,21 +381,6 @@ def test_step_verdict_reason_for_explicit_decision() -> None:
     """A StepVerdict built directly explains itself by its own decision."""
     step = StepVerdict(Decision.WAIT, (verdict(P, name="a"), verdict(N, name="b")))
     assert step.reason == "b"
-
-
-@pytest.mark.parametrize(
-    ("previous", "current", "increase"),
-    [
-        pytest.param(None, 500.0, 0.0, id="first-reading"),
-        pytest.param(100.0, 130.0, 30.0, id="normal"),
-        pytest.param(100.0, 100.0, 0.0, id="unchanged"),
-        pytest.param(100.0, 7.0, 7.0, id="reset"),
-        pytest.param(100.0, 0.0, 0.0, id="reset-to-zero"),
-    ],
-)
-def test_counter_increase(previous: float | None, current: float, increase: float) -> None:
-    """A counter's increase; the first reading gives 0 and a drop counts from zero."""
-    assert counter_increase(previous, current) == increase
 
 
 @pytest.mark.parametrize(

@@ -362,7 +362,7 @@ async def test_lookups_answer_as_of_the_clock() -> None:
     source = source_for(stub, clock)
 
     assert await source.query("one") == Measurement.of(1.0)
-    assert await source.query("nan") == Measurement.no_data("query returned nan")
+    assert await source.query("nan") == Measurement.of(float("nan"))
     assert await source.query("two") == Measurement.of(1.0)  # b has no point yet
     clock.advance(1.5)  # between grid points: the latest one before counts
     assert await source.query("one") == Measurement.of(2.0)

@@ -553,3 +553,35 @@ def test_time_without_evidence_does_not_count_toward_the_step(
     for offset, verdict in verdicts:
         state = track_evidence(state, verdict, T0 + offset)
     assert state.step_started_at == step_started_at
+
+
+@pytest.mark.parametrize(
+    ("marks", "verdicts", "step_started_at"),
+    [
+        pytest.param({}, [(40, PASS)], T0 + 30, id="judged-at-once"),
+        pytest.param({}, [(40, NO_DATA), (45, PASS)], T0 + 35, id="then-no-data"),
+        pytest.param({"no_data_since": T0 + 5}, [(40, NO_DATA), (50, PASS)], T0 + 45,
+                     id="inside-a-gap-that-goes-on"),
+        pytest.param({"no_data_since": T0 + 5}, [(40, PASS)], T0 + 35,
+                     id="a-gap-that-ends-with-it"),
+        pytest.param({"unavailable_since": T0 + 5}, [(40, NO_DATA), (50, PASS)], T0 + 45,
+                     id="after-an-outage"),
+    ],
+)  # fmt: skip
+def test_time_promgate_was_down_does_not_count_toward_the_step(
+    marks: dict[str, float], verdicts: list[tuple[float, StepVerdict]], step_started_at: float
+) -> None:
+    """promgate's last evaluation was at T0 + 10 and the next after its restart at T0 + 40:
+    those 30 s are taken off the step once, whatever the gaps around them."""
+    state = promotion(step_started_at=T0, **marks)
+    unwatched_since: float | None = T0 + 10
+    for offset, verdict in verdicts:
+        state = track_evidence(state, verdict, T0 + offset, unwatched_since)
+        unwatched_since = None
+    assert state.step_started_at == step_started_at
+
+
+def test_unwatched_time_before_the_step_began_is_not_taken_off() -> None:
+    """Only the part of the downtime within the step counts against it."""
+    state = track_evidence(promotion(step_started_at=T0), PASS, T0 + 40, T0 - 30)
+    assert state.step_started_at == T0 + 40

@@ -215,6 +215,7 @@ SERVER_GATE = {
         "total": 'sum(hits{server="$backend",role="$role",up="$upstream"})',
     },
     "max": 0.05,
+    "maxVsBaseline": 2.0,  # compares with the stable release, so both sides are queried
 }
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 
