@@ -26,12 +26,14 @@ def desired_traffic(promotion: Promotion) -> TrafficState | None:
     )
     preview = None
     kept_until = promotion.extra.get("previous_kept_until")
-    if promotion.phase is Phase.PROMOTED and stable is not None and kept_until is not None:
+    if promotion.phase in _STABLE_AGAIN:
+        if stable is None:
+            return None  # a first release stopped before it routed: nothing to go back to
+        backends = [replace(stable, weight=100)]
+    elif promotion.phase is Phase.PROMOTED and stable is not None and kept_until is not None:
         backends = [replace(candidate, weight=100), replace(stable, retain_until=float(kept_until))]
     elif promotion.phase is Phase.PROMOTED or stable is None:
         backends = [replace(candidate, weight=100)]
-    elif promotion.phase in _STABLE_AGAIN:
-        backends = [replace(stable, weight=100)]
     elif promotion.phase is Phase.POST_PROMOTION:
         backends = [replace(candidate, weight=100), stable]
     elif promotion.strategy == "blue_green":
@@ -51,5 +53,19 @@ def desired_traffic(promotion: Promotion) -> TrafficState | None:
     )
 
 
-def _backend(artifact: ArtifactRef, upstream: str, role: str) -> Backend:
-    return Backend(digest=artifact.digest, upstream=upstream, weight=0, role=role)
+def candidate_traffic(promotion: Promotion) -> TrafficState:
+    """The split that sends all traffic to the candidate, as a promotion would end: what an
+    actuator checks before the promotion is admitted."""
+    return TrafficState(
+        promotion_id=promotion.id,
+        sequence=promotion.actuation_seq,
+        service=promotion.service,
+        stage=promotion.stage,
+        backends=(
+            _backend(promotion.artifact, promotion.candidate_upstream, "candidate", weight=100),
+        ),
+    )
+
+
+def _backend(artifact: ArtifactRef, upstream: str, role: str, weight: int = 0) -> Backend:
+    return Backend(digest=artifact.digest, upstream=upstream, weight=weight, role=role)

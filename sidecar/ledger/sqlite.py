@@ -20,6 +20,7 @@ from sidecar.domain.artifact import ArtifactRef
 from sidecar.domain.promotion import Phase, Promotion, PromotionEvent, StableRelease
 from sidecar.errors import LedgerError
 from sidecar.ledger import rules
+from sidecar.ledger.base import NewEvent, Transaction
 
 T = TypeVar("T")
 
@@ -134,6 +135,123 @@ def _stable_release(row: tuple[Any, ...]) -> StableRelease:
     )
 
 
+def _insert_promotion(conn: sqlite3.Connection, promotion: Promotion, row: tuple[Any, ...]) -> None:
+    if conn.execute("SELECT 1 FROM promotions WHERE id = ?", (promotion.id,)).fetchone():
+        raise rules.duplicate_promotion(promotion.id)
+    if promotion.active:
+        active = conn.execute(
+            "SELECT id FROM promotions WHERE service = ? AND stage = ? "
+            f"AND phase NOT IN ({_TERMINAL_MARKS}) ORDER BY created_at LIMIT 1",
+            (promotion.service, promotion.stage, *_TERMINAL),
+        ).fetchone()
+        if active is not None:
+            raise rules.active_conflict(promotion, active[0])
+    conn.execute(
+        "INSERT INTO promotions (service, stage, phase, created_at, updated_at, body, id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        row,
+    )
+
+
+def _update_promotion(conn: sqlite3.Connection, promotion_id: str, row: tuple[Any, ...]) -> None:
+    cursor = conn.execute(
+        "UPDATE promotions SET service = ?, stage = ?, phase = ?, created_at = ?, "
+        "updated_at = ?, body = ? WHERE id = ?",
+        row,
+    )
+    if cursor.rowcount == 0:
+        raise rules.unknown_promotion(promotion_id)
+
+
+def _append_event(conn: sqlite3.Connection, event: NewEvent, text: str) -> int:
+    _require_promotion(conn, event.promotion_id)
+    (seq,) = conn.execute(
+        "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE promotion_id = ?",
+        (event.promotion_id,),
+    ).fetchone()
+    conn.execute(
+        "INSERT INTO events (promotion_id, seq, at, kind, data) VALUES (?, ?, ?, ?, ?)",
+        (event.promotion_id, seq, event.at, event.kind, text),
+    )
+    return int(seq)
+
+
+def _newest_stable(conn: sqlite3.Connection, service: str, stage: str) -> tuple[Any, ...] | None:
+    """(idx, *stable columns) of the newest stable release of (service, stage), if any."""
+    row = conn.execute(
+        f"SELECT idx, {_STABLE_COLUMNS} FROM stable_history "
+        "WHERE service = ? AND stage = ? ORDER BY idx DESC LIMIT 1",
+        (service, stage),
+    ).fetchone()
+    return None if row is None else tuple(row)
+
+
+def _push_stable(conn: sqlite3.Connection, release: StableRelease) -> None:
+    newest = _newest_stable(conn, release.service, release.stage)
+    if rules.already_newest(None if newest is None else _stable_release(newest[1:]), release):
+        return
+    conn.execute(
+        f"INSERT INTO stable_history (idx, {_STABLE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            1 if newest is None else int(newest[0]) + 1,
+            release.service,
+            release.stage,
+            str(release.artifact),
+            release.upstream,
+            release.promotion_id,
+            release.promoted_at,
+            release.version,
+        ),
+    )
+
+
+def _pop_stable(
+    conn: sqlite3.Connection, service: str, stage: str, expected: StableRelease | None
+) -> StableRelease:
+    (count,) = conn.execute(
+        "SELECT COUNT(*) FROM stable_history WHERE service = ? AND stage = ?", (service, stage)
+    ).fetchone()
+    rules.check_can_pop(service, stage, count)
+    newest = _newest_stable(conn, service, stage)
+    assert newest is not None, "counted at least two rows above"
+    removed = _stable_release(newest[1:])
+    if expected is not None:
+        rules.check_newest_stable(removed, expected)
+    conn.execute(
+        "DELETE FROM stable_history WHERE service = ? AND stage = ? AND idx = ?",
+        (service, stage, newest[0]),
+    )
+    return removed
+
+
+def _upsert_traffic(conn: sqlite3.Connection, state: TrafficState, body: str) -> None:
+    conn.execute(
+        "INSERT INTO traffic (service, stage, body) VALUES (?, ?, ?) "
+        "ON CONFLICT (service, stage) DO UPDATE SET body = excluded.body",
+        (state.service, state.stage, body),
+    )
+
+
+def _traffic_what(state: TrafficState) -> str:
+    return f"traffic state of {state.service}/{state.stage}"
+
+
+def _describe(tx: Transaction) -> str:
+    """What a transaction writes, for error messages: e.g. "save promotion 'p1', append ..."."""
+    parts = []
+    if tx.create is not None:
+        parts.append(f"create promotion {tx.create.id!r}")
+    if tx.save is not None:
+        parts.append(f"save promotion {tx.save.id!r}")
+    for verb, release in (("pop", tx.pop_stable), ("push", tx.push_stable)):
+        if release is not None:
+            parts.append(f"{verb} stable release of {release.service}/{release.stage}")
+    if tx.traffic is not None:
+        parts.append(f"save {_traffic_what(tx.traffic)}")
+    parts.extend(f"append {rules.event_what(e.promotion_id, e.kind)}" for e in tx.events)
+    return ", ".join(parts) or "empty transaction"
+
+
 class SqliteLedger:
     """A :class:`~sidecar.ledger.base.Ledger` in a SQLite file; its directory is created."""
 
@@ -156,40 +274,49 @@ class SqliteLedger:
                 await self._in_thread("close", conn.close)
 
     async def create(self, promotion: Promotion) -> None:
-        row = _promotion_row(promotion)
-
-        def insert(conn: sqlite3.Connection) -> None:
-            if conn.execute("SELECT 1 FROM promotions WHERE id = ?", (promotion.id,)).fetchone():
-                raise rules.duplicate_promotion(promotion.id)
-            if promotion.active:
-                active = conn.execute(
-                    "SELECT id FROM promotions WHERE service = ? AND stage = ? "
-                    f"AND phase NOT IN ({_TERMINAL_MARKS}) ORDER BY created_at LIMIT 1",
-                    (promotion.service, promotion.stage, *_TERMINAL),
-                ).fetchone()
-                if active is not None:
-                    raise rules.active_conflict(promotion, active[0])
-            conn.execute(
-                "INSERT INTO promotions (service, stage, phase, created_at, updated_at, body, id) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
-
-        await self._write(f"create promotion {promotion.id!r}", insert)
+        await self.commit(Transaction(create=promotion))
 
     async def save(self, promotion: Promotion) -> None:
-        row = _promotion_row(promotion)
+        await self.commit(Transaction(save=promotion))
 
-        def update(conn: sqlite3.Connection) -> None:
-            cursor = conn.execute(
-                "UPDATE promotions SET service = ?, stage = ?, phase = ?, created_at = ?, "
-                "updated_at = ?, body = ? WHERE id = ?",
-                row,
+    async def commit(self, transaction: Transaction) -> Sequence[PromotionEvent]:
+        # everything is serialised before the transaction starts, so nothing fails halfway
+        create = None if transaction.create is None else _promotion_row(transaction.create)
+        save = None if transaction.save is None else _promotion_row(transaction.save)
+        traffic = transaction.traffic
+        traffic_body = (
+            None if traffic is None else rules.dump(_traffic_what(traffic), traffic.to_dict())
+        )
+        events = [
+            (e, rules.dump(rules.event_what(e.promotion_id, e.kind), e.data))
+            for e in transaction.events
+        ]
+
+        def write(conn: sqlite3.Connection) -> list[int]:
+            if transaction.create is not None and create is not None:
+                _insert_promotion(conn, transaction.create, create)
+            if transaction.save is not None and save is not None:
+                _update_promotion(conn, transaction.save.id, save)
+            if transaction.pop_stable is not None:
+                _pop_stable(conn, transaction.pop_stable.service, transaction.pop_stable.stage,
+                            expected=transaction.pop_stable)  # fmt: skip
+            if transaction.push_stable is not None:
+                _push_stable(conn, transaction.push_stable)
+            if traffic is not None and traffic_body is not None:
+                _upsert_traffic(conn, traffic, traffic_body)
+            return [_append_event(conn, event, text) for event, text in events]
+
+        seqs = await self._write(_describe(transaction), write)
+        return [
+            PromotionEvent(
+                e.promotion_id,
+                seq,
+                e.at,
+                e.kind,
+                rules.load(rules.event_what(e.promotion_id, e.kind), text),
             )
-            if cursor.rowcount == 0:
-                raise rules.unknown_promotion(promotion.id)
-
-        await self._write(f"save promotion {promotion.id!r}", update)
+            for (e, text), seq in zip(events, seqs, strict=True)
+        ]
 
     async def get(self, promotion_id: str) -> Promotion:
         def select(conn: sqlite3.Connection) -> str | None:
@@ -248,23 +375,8 @@ class SqliteLedger:
     async def append_event(
         self, promotion_id: str, kind: str, data: dict[str, Any], at: float
     ) -> PromotionEvent:
-        what = f"event {kind!r} of promotion {promotion_id!r}"
-        text = rules.dump(what, data)
-
-        def append(conn: sqlite3.Connection) -> int:
-            _require_promotion(conn, promotion_id)
-            (seq,) = conn.execute(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE promotion_id = ?",
-                (promotion_id,),
-            ).fetchone()
-            conn.execute(
-                "INSERT INTO events (promotion_id, seq, at, kind, data) VALUES (?, ?, ?, ?, ?)",
-                (promotion_id, seq, at, kind, text),
-            )
-            return int(seq)
-
-        seq = await self._write(f"append {what}", append)
-        return PromotionEvent(promotion_id, seq, at, kind, rules.load(what, text))
+        (event,) = await self.commit(Transaction(events=(NewEvent(promotion_id, kind, data, at),)))
+        return event
 
     async def events(self, promotion_id: str, after: int = 0) -> Sequence[PromotionEvent]:
         def select(conn: sqlite3.Connection) -> list[tuple[int, float, str, str]]:
@@ -304,25 +416,7 @@ class SqliteLedger:
         await self._write(f"remember tag {artifact.repository}:{tag}", remember)
 
     async def push_stable(self, release: StableRelease) -> None:
-        def push(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                f"INSERT INTO stable_history (idx, {_STABLE_COLUMNS}) "
-                "SELECT COALESCE(MAX(idx), 0) + 1, ?, ?, ?, ?, ?, ?, ? FROM stable_history "
-                "WHERE service = ? AND stage = ?",
-                (
-                    release.service,
-                    release.stage,
-                    str(release.artifact),
-                    release.upstream,
-                    release.promotion_id,
-                    release.promoted_at,
-                    release.version,
-                    release.service,
-                    release.stage,
-                ),
-            )
-
-        await self._write(f"push stable release of {release.service}/{release.stage}", push)
+        await self.commit(Transaction(push_stable=release))
 
     async def stable_history(self, service: str, stage: str) -> Sequence[StableRelease]:
         def select(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
@@ -336,38 +430,13 @@ class SqliteLedger:
         return [_stable_release(row) for row in rows]
 
     async def pop_stable(self, service: str, stage: str) -> StableRelease:
-        def pop(conn: sqlite3.Connection) -> tuple[Any, ...]:
-            (count,) = conn.execute(
-                "SELECT COUNT(*) FROM stable_history WHERE service = ? AND stage = ?",
-                (service, stage),
-            ).fetchone()
-            rules.check_can_pop(service, stage, count)
-            idx, *row = conn.execute(
-                f"SELECT idx, {_STABLE_COLUMNS} FROM stable_history "
-                "WHERE service = ? AND stage = ? ORDER BY idx DESC LIMIT 1",
-                (service, stage),
-            ).fetchone()
-            conn.execute(
-                "DELETE FROM stable_history WHERE service = ? AND stage = ? AND idx = ?",
-                (service, stage, idx),
-            )
-            return tuple(row)
-
-        row = await self._write(f"pop stable release of {service}/{stage}", pop)
-        return _stable_release(row)
+        return await self._write(
+            f"pop stable release of {service}/{stage}",
+            functools.partial(_pop_stable, service=service, stage=stage, expected=None),
+        )
 
     async def save_traffic(self, state: TrafficState) -> None:
-        what = f"traffic state of {state.service}/{state.stage}"
-        body = rules.dump(what, state.to_dict())
-
-        def upsert(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO traffic (service, stage, body) VALUES (?, ?, ?) "
-                "ON CONFLICT (service, stage) DO UPDATE SET body = excluded.body",
-                (state.service, state.stage, body),
-            )
-
-        await self._write(f"save {what}", upsert)
+        await self.commit(Transaction(traffic=state))
 
     async def traffic(self, service: str, stage: str) -> TrafficState | None:
         what = f"traffic state of {service}/{stage}"

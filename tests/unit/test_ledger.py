@@ -21,7 +21,7 @@ from sidecar.errors import (
     SettingsError,
     TagMutationError,
 )
-from sidecar.ledger.base import Ledger
+from sidecar.ledger.base import Ledger, NewEvent, Transaction
 from sidecar.ledger.factory import build_ledger
 from sidecar.ledger.memory import MemoryLedger
 from sidecar.ledger.sqlite import SCHEMA_VERSION, SqliteLedger
@@ -301,6 +301,110 @@ async def test_audit_is_recorded(ledger: Ledger, tmp_path: Path) -> None:
         (10.0, "alice", "approve", "promotion/p1"),
         (11.0, "bob", "abort", "promotion/p2"),
     ]
+
+
+async def test_commit_lands_every_write_together(ledger: Ledger) -> None:
+    """A state change and its consequences are one write: all of them are there after it."""
+    await ledger.create(promotion("p1", phase=Phase.PROGRESSING))
+    promoted = (await ledger.get("p1")).evolve(phase=Phase.PROMOTED, weight=100)
+    state = traffic_state()
+    appended = await ledger.commit(
+        Transaction(
+            save=promoted,
+            push_stable=release(DIGEST_A, "p1"),
+            traffic=state,
+            events=(
+                NewEvent("p1", "promoted", {"w": 100}, 5.0),
+                NewEvent("p1", "actuation", {}, 6.0),
+            ),
+        )
+    )
+    assert [(e.seq, e.kind, e.data) for e in appended] == [
+        (1, "promoted", {"w": 100}),
+        (2, "actuation", {}),
+    ]
+    assert await ledger.get("p1") == promoted
+    assert list(await ledger.stable_history("checkout", "prod")) == [release(DIGEST_A, "p1")]
+    assert await ledger.traffic("checkout", "prod") == state
+    assert list(await ledger.events("p1")) == list(appended)
+
+
+@pytest.mark.parametrize(
+    "refused",
+    [
+        pytest.param(Transaction(events=(NewEvent("nope", "step", {}, 1.0),)), id="unknown-id"),
+        pytest.param(Transaction(save=promotion("nope")), id="unknown-promotion"),
+        pytest.param(Transaction(create=promotion("p2")), id="active-conflict"),
+        pytest.param(
+            Transaction(events=(NewEvent("p1", "step", {"x": object()}, 1.0),)), id="not-json"
+        ),
+        pytest.param(Transaction(pop_stable=release(DIGEST_A, "p0")), id="stale-pop"),
+    ],
+)
+async def test_a_refused_write_cancels_the_whole_commit(
+    ledger: Ledger, refused: Transaction
+) -> None:
+    """Whatever write of a transaction is refused, none of its other writes lands."""
+    await ledger.create(promotion("p1"))
+    await ledger.push_stable(release(DIGEST_A, "p0"))
+    await ledger.push_stable(release(DIGEST_B, "p1"))
+    before = (
+        await ledger.list(),
+        list(await ledger.stable_history("checkout", "prod")),
+        await ledger.all_traffic(),
+        await ledger.events("p1"),
+    )
+    others = Transaction(
+        save=promotion("p1", phase=Phase.PROGRESSING),
+        push_stable=release(DIGEST_C, "p1"),
+        traffic=traffic_state(),
+        events=(NewEvent("p1", "step", {}, 2.0),),
+    )
+    combined = Transaction(
+        create=refused.create,
+        save=refused.save or others.save,
+        pop_stable=refused.pop_stable,
+        push_stable=others.push_stable,
+        traffic=others.traffic,
+        events=(*others.events, *refused.events),
+    )
+    with pytest.raises((NotFoundError, ConflictError, LedgerError)):
+        await ledger.commit(combined)
+    after = (
+        await ledger.list(),
+        list(await ledger.stable_history("checkout", "prod")),
+        await ledger.all_traffic(),
+        await ledger.events("p1"),
+    )
+    assert after == before
+
+
+async def test_a_repeated_stable_push_adds_nothing(ledger: Ledger) -> None:
+    """Pushing the digest that is already the newest stable one (a push repeated after a
+    crash, or a stage rolled back onto it) leaves the history as it is."""
+    await ledger.push_stable(release(DIGEST_A, "p1"))
+    await ledger.push_stable(release(DIGEST_B, "p2"))
+    await ledger.push_stable(release(DIGEST_B, "p2"))
+    await ledger.commit(Transaction(push_stable=release(DIGEST_B, "rollback-record")))
+    assert [r.promotion_id for r in await ledger.stable_history("checkout", "prod")] == [
+        "p1",
+        "p2",
+    ]
+    await ledger.push_stable(release(DIGEST_A, "p3"))  # an older digest again is a new entry
+    assert [r.promotion_id for r in await ledger.stable_history("checkout", "prod")] == [
+        "p1",
+        "p2",
+        "p3",
+    ]
+
+
+async def test_a_rollback_pops_only_the_release_it_read_as_newest(ledger: Ledger) -> None:
+    await ledger.push_stable(release(DIGEST_A, "p1"))
+    await ledger.push_stable(release(DIGEST_B, "p2"))
+    record = promotion("r1", phase=Phase.PROMOTED)
+    await ledger.commit(Transaction(create=record, pop_stable=release(DIGEST_B, "p2")))
+    assert [r.promotion_id for r in await ledger.stable_history("checkout", "prod")] == ["p1"]
+    assert await ledger.get("r1") == record
 
 
 async def test_open_is_idempotent(ledger: Ledger) -> None:
