@@ -8,8 +8,11 @@ and a busy timeout serialise writers across processes, and WAL lets readers work
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import os
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
@@ -83,6 +86,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
+_TABLES = ("promotions", "events", "stable_history", "tags", "traffic", "audit")
+_DAMAGE = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})  # errors that mean a damaged file
 
 _TERMINAL = tuple(phase.value for phase in Phase if phase.terminal)
 _TERMINAL_MARKS = ", ".join("?" * len(_TERMINAL))
@@ -485,22 +490,84 @@ class SqliteLedger:
         return f"{thing} in {self._path}"
 
     def _connect(self) -> sqlite3.Connection:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            self._path,
-            timeout=_BUSY_TIMEOUT_S,
-            isolation_level=None,  # transactions are explicit: see _in_transaction
-            check_same_thread=False,  # worker threads take turns under self._lock
-        )
+        """Open the file, creating it when absent; refuse one that is damaged or empty."""
+        if not self._path.exists():
+            self._create()
+        conn = self._sqlite_connect(self._path)
         try:
+            self._check_integrity(conn)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             _in_transaction(conn, self._migrate)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if exc.sqlite_errorname in _DAMAGE:
+                raise self._damaged(f"the file is damaged ({exc})") from exc
+            raise
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _create(self) -> None:
+        """A new ledger appears only complete: built beside the path, then linked into place
+        (never over a file another process created meanwhile). So an existing file without
+        promgate's schema is always damage, never a first start that was interrupted."""
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{self._path.name}.", dir=self._path.parent)
+        os.close(fd)
+        building = Path(name)
+        try:
+            conn = self._sqlite_connect(building)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                _in_transaction(conn, self._migrate)
+            finally:
+                conn.close()  # the last connection checkpoints: the file holds everything
+            with contextlib.suppress(FileExistsError):
+                os.link(building, self._path)
+        finally:
+            building.unlink(missing_ok=True)
+
+    def _check_integrity(self, conn: sqlite3.Connection) -> None:
+        """``PRAGMA quick_check`` and promgate's tables, before anything reads or writes."""
+        found = [str(row[0]) for row in conn.execute("PRAGMA quick_check").fetchall()]
+        if found != ["ok"]:
+            raise self._damaged("the integrity check failed: " + "; ".join(found[:5]))
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        tables = {
+            str(row[0])
+            for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        if version == 0 and not tables:
+            raise self._damaged(
+                f"the file is empty ({self._path.stat().st_size} bytes, no promgate schema), "
+                "but promgate creates a ledger with its schema in place"
+            )
+        missing = sorted(set(_TABLES) - tables)
+        if version <= SCHEMA_VERSION and missing:
+            raise self._damaged(f"the tables {', '.join(missing)} are missing")
+
+    def _damaged(self, what: str) -> LedgerError:
+        path = self._path
+        return LedgerError(
+            f"cannot open ledger {path}: {what}. promgate does not start on a damaged or "
+            "empty ledger, as it would forget every stage's stable release. To restore: stop "
+            f"promgate, move {path} and any -wal and -shm file beside it aside, and copy your "
+            f"latest backup to {path} (sqlite3 {path} '.backup FILE' makes one); without a "
+            f"backup, sqlite3 MOVED-FILE .recover | sqlite3 {path} salvages what is readable. "
+            "To start with an empty ledger on purpose, move the file aside and start again."
+        )
+
+    @staticmethod
+    def _sqlite_connect(path: Path) -> sqlite3.Connection:
+        return sqlite3.connect(
+            path,
+            timeout=_BUSY_TIMEOUT_S,
+            isolation_level=None,  # transactions are explicit: see _in_transaction
+            check_same_thread=False,  # worker threads take turns under self._lock
+        )
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Bring the file to SCHEMA_VERSION; inside the write lock, so two processes cannot race."""

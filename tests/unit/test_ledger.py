@@ -547,3 +547,91 @@ async def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
 async def test_sqlite_before_open_is_a_ledger_error(tmp_path: Path) -> None:
     with pytest.raises(LedgerError, match=r"get promotion 'p1'.*not open"):
         await SqliteLedger(tmp_path / "ledger.db").get("p1")
+
+
+# --- SQLite integrity at start --------------------------------------------------------
+
+
+async def filled_ledger(path: Path, events: int = 400) -> None:
+    """A real ledger with a promotion, a long event log, stable history and traffic."""
+    ledger = SqliteLedger(path)
+    await ledger.open()
+    await ledger.create(promotion("p1"))
+    for n in range(events):
+        await ledger.append_event("p1", "verdict", {"n": n, "pad": "x" * 200}, float(n))
+    await ledger.push_stable(release(DIGEST_A, "p0"))
+    await ledger.save_traffic(traffic_state())
+    await ledger.close()
+
+
+def smash_middle_page(path: Path) -> None:
+    size = path.stat().st_size
+    page = 4096
+    assert size >= 20 * page, f"the ledger has only {size} bytes"
+    with path.open("r+b") as file:
+        file.seek((size // page // 2) * page)
+        file.write(b"\xde\xad\xbe\xef" * (page // 4))
+
+
+def truncate_to_half(path: Path) -> None:
+    size = path.stat().st_size
+    with path.open("r+b") as file:
+        file.truncate(size // 2 // 4096 * 4096 + 100)
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        pytest.param(lambda path: path.write_bytes(b""), id="zero-bytes"),
+        pytest.param(smash_middle_page, id="page-smashed-in-the-middle"),
+        pytest.param(truncate_to_half, id="truncated"),
+        pytest.param(lambda path: path.write_bytes(b"not a database " * 400), id="not-sqlite"),
+    ],
+)
+async def test_sqlite_refuses_to_open_a_damaged_or_empty_ledger(tmp_path: Path, spoil: Any) -> None:
+    """An existing ledger that is empty or fails its integrity check is refused with the
+    path, what is wrong and how to restore it, and the file is left as it was."""
+    path = tmp_path / "ledger.db"
+    await filled_ledger(path)
+    spoil(path)
+    spoiled = path.read_bytes()
+    ledger = SqliteLedger(path)
+    with pytest.raises(LedgerError) as refused:
+        await ledger.open()
+    message = str(refused.value)
+    for part in (f"cannot open ledger {path}", "does not start", "backup", ".recover", "aside"):
+        assert part in message, message
+    assert path.read_bytes() == spoiled
+    with pytest.raises(LedgerError, match="not open"):
+        await ledger.get("p1")
+
+
+async def test_sqlite_starts_empty_where_no_ledger_is_yet(tmp_path: Path) -> None:
+    """A path with no file is a first start: the ledger is created, with nothing left beside it."""
+    path = tmp_path / "new" / "ledger.db"
+    ledger = SqliteLedger(path)
+    await ledger.open()
+    assert await ledger.list() == []
+    await ledger.close()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["ledger.db"]
+    reopened = SqliteLedger(path)
+    await reopened.open()  # the new file has its schema, so it is not "unexpectedly empty"
+    await reopened.close()
+
+
+async def test_sqlite_opens_a_healthy_ledger_after_an_unclean_stop(tmp_path: Path) -> None:
+    """A ledger left with its WAL (as a killed process leaves it) passes the check."""
+    path = tmp_path / "ledger.db"
+    await filled_ledger(path, events=5)
+    ledger = SqliteLedger(path)
+    await ledger.open()
+    await ledger.append_event("p1", "step", {}, 9.0)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("ledger.db", "ledger.db-wal"):  # the files as they are while it runs
+        (copy / name).write_bytes((tmp_path / name).read_bytes())
+    await ledger.close()
+    survivor = SqliteLedger(copy / "ledger.db")
+    await survivor.open()
+    assert (await survivor.events("p1"))[-1].kind == "step"
+    await survivor.close()
