@@ -103,16 +103,14 @@ def _state_problems(state: TrafficState) -> list[Problem]:
             )
         url = URL(backend.upstream)
         if url.scheme not in {"http", "https"} or not url.host:
+            has = "an upstream that is not an absolute http(s) URL"
+            if not backend.upstream:
+                has = "no upstream"
             problems.append(
                 Problem(
                     "upstream",
-                    f"{backend.role} {backend.digest} in {where} has "
-                    + (
-                        "no upstream"
-                        if not backend.upstream
-                        else "an upstream that is not an absolute http(s) URL"
-                    )
-                    + "; the proxy forwards live traffic to it",
+                    f"{backend.role} {backend.digest} in {where} has {has}; the proxy "
+                    "forwards live traffic to it",
                     f"give the {backend.role}'s base URL, e.g. http://127.0.0.1:9001",
                 )
             )

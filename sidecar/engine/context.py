@@ -70,15 +70,10 @@ class Unapplied:
     attempts: int
     retry_at: float
 
-    def after(self, sequence: int, error: ActuationError) -> Unapplied:
-        """The record after another failure to apply ``sequence``."""
-        attempts = self.attempts + 1 if sequence == self.sequence else 1
-        return _unapplied(sequence, error, attempts)
-
-
-def _unapplied(sequence: int, error: ActuationError, attempts: int = 1) -> Unapplied:
-    wait = min(FIRST_RETRY_S * 2 ** (attempts - 1), MAX_RETRY_S)
-    return Unapplied(sequence, str(error), error.permanent, attempts, time.monotonic() + wait)
+    @classmethod
+    def of(cls, sequence: int, error: ActuationError, attempts: int) -> Unapplied:
+        wait = min(FIRST_RETRY_S * 2 ** (attempts - 1), MAX_RETRY_S)
+        return cls(sequence, str(error), error.permanent, attempts, time.monotonic() + wait)
 
 
 @dataclass
@@ -191,11 +186,10 @@ class EngineContext:
     ) -> None:
         """Remember the failure for a retry; log it and record its event once per state."""
         before = self.unapplied.get(promotion.id)
-        self.unapplied[promotion.id] = (
-            _unapplied(desired.sequence, error) if before is None
-            else before.after(desired.sequence, error)
-        )  # fmt: skip
-        if before is not None and before.sequence == desired.sequence:
+        repeated = before is not None and before.sequence == desired.sequence
+        attempts = before.attempts + 1 if before is not None and repeated else 1
+        self.unapplied[promotion.id] = Unapplied.of(desired.sequence, error, attempts)
+        if repeated:
             return
         _log.error(
             "actuation failed",

@@ -332,7 +332,11 @@ class Controller:
             self._allowed(command, await self.get(promotion_id))
             await self._cancel(promotion_id)
             # the runner may have moved it on before it stopped: check the stored phase again
-            promotion = self._allowed(command, await self.get(promotion_id))
+            promotion = await self.get(promotion_id)
+            if promotion.phase.terminal:  # it ended: finish the split the cancel cut short
+                with contextlib.suppress(ActuationError):
+                    await self.ctx.ensure_applied(promotion)
+            self._allowed(command, promotion)
             phase = COMMAND_TARGETS[command]
             if rollback:
                 self.ctx.recorder.rollback(promotion, "manual")

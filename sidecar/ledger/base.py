@@ -56,7 +56,8 @@ class Ledger(Protocol):
     failure, ``NotFoundError`` for unknown ids, ``TagMutationError`` for a moved tag."""
 
     async def open(self) -> None:
-        """Create or migrate the storage."""
+        """Create the storage where there is none, else check and migrate it: a damaged or
+        unexpectedly empty one is a ``LedgerError`` that says how to restore it."""
 
     async def close(self) -> None: ...
 

@@ -96,7 +96,8 @@ _BUSY_TIMEOUT_S = 5.0  # how long a write waits for another process's transactio
 
 
 def _in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``work`` as one write transaction, so a check and the write it guards are atomic."""
+    """Run ``work`` as one write transaction, so a check and the write it guards are atomic,
+    and a write refused halfway (unknown id, data JSON cannot hold) leaves none behind."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = work(conn)
@@ -140,7 +141,7 @@ def _stable_release(row: tuple[Any, ...]) -> StableRelease:
     )
 
 
-def _insert_promotion(conn: sqlite3.Connection, promotion: Promotion, row: tuple[Any, ...]) -> None:
+def _insert_promotion(conn: sqlite3.Connection, promotion: Promotion) -> None:
     if conn.execute("SELECT 1 FROM promotions WHERE id = ?", (promotion.id,)).fetchone():
         raise rules.duplicate_promotion(promotion.id)
     if promotion.active:
@@ -154,21 +155,23 @@ def _insert_promotion(conn: sqlite3.Connection, promotion: Promotion, row: tuple
     conn.execute(
         "INSERT INTO promotions (service, stage, phase, created_at, updated_at, body, id) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        row,
+        _promotion_row(promotion),
     )
 
 
-def _update_promotion(conn: sqlite3.Connection, promotion_id: str, row: tuple[Any, ...]) -> None:
+def _update_promotion(conn: sqlite3.Connection, promotion: Promotion) -> None:
     cursor = conn.execute(
         "UPDATE promotions SET service = ?, stage = ?, phase = ?, created_at = ?, "
         "updated_at = ?, body = ? WHERE id = ?",
-        row,
+        _promotion_row(promotion),
     )
     if cursor.rowcount == 0:
-        raise rules.unknown_promotion(promotion_id)
+        raise rules.unknown_promotion(promotion.id)
 
 
-def _append_event(conn: sqlite3.Connection, event: NewEvent, text: str) -> int:
+def _append_event(conn: sqlite3.Connection, event: NewEvent) -> tuple[int, str]:
+    """The appended event's seq and its stored JSON."""
+    text = rules.dump(rules.event_what(event.promotion_id, event.kind), event.data)
     _require_promotion(conn, event.promotion_id)
     (seq,) = conn.execute(
         "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE promotion_id = ?",
@@ -178,7 +181,7 @@ def _append_event(conn: sqlite3.Connection, event: NewEvent, text: str) -> int:
         "INSERT INTO events (promotion_id, seq, at, kind, data) VALUES (?, ?, ?, ?, ?)",
         (event.promotion_id, seq, event.at, event.kind, text),
     )
-    return int(seq)
+    return int(seq), text
 
 
 def _newest_stable(conn: sqlite3.Connection, service: str, stage: str) -> tuple[Any, ...] | None:
@@ -229,7 +232,8 @@ def _pop_stable(
     return removed
 
 
-def _upsert_traffic(conn: sqlite3.Connection, state: TrafficState, body: str) -> None:
+def _upsert_traffic(conn: sqlite3.Connection, state: TrafficState) -> None:
+    body = rules.dump(_traffic_what(state), state.to_dict())
     conn.execute(
         "INSERT INTO traffic (service, stage, body) VALUES (?, ?, ?) "
         "ON CONFLICT (service, stage) DO UPDATE SET body = excluded.body",
@@ -266,7 +270,8 @@ class SqliteLedger:
         self._conn: sqlite3.Connection | None = None
 
     async def open(self) -> None:
-        """Connect and migrate; a second call is a no-op so callers need not track state."""
+        """Connect, check and migrate; a second call is a no-op so callers need not track
+        state."""
         async with self._lock:
             if self._conn is None:
                 self._conn = await self._in_thread("open", self._connect)
@@ -285,33 +290,20 @@ class SqliteLedger:
         await self.commit(Transaction(save=promotion))
 
     async def commit(self, transaction: Transaction) -> Sequence[PromotionEvent]:
-        # everything is serialised before the transaction starts, so nothing fails halfway
-        create = None if transaction.create is None else _promotion_row(transaction.create)
-        save = None if transaction.save is None else _promotion_row(transaction.save)
-        traffic = transaction.traffic
-        traffic_body = (
-            None if traffic is None else rules.dump(_traffic_what(traffic), traffic.to_dict())
-        )
-        events = [
-            (e, rules.dump(rules.event_what(e.promotion_id, e.kind), e.data))
-            for e in transaction.events
-        ]
-
-        def write(conn: sqlite3.Connection) -> list[int]:
-            if transaction.create is not None and create is not None:
-                _insert_promotion(conn, transaction.create, create)
-            if transaction.save is not None and save is not None:
-                _update_promotion(conn, transaction.save.id, save)
-            if transaction.pop_stable is not None:
-                _pop_stable(conn, transaction.pop_stable.service, transaction.pop_stable.stage,
-                            expected=transaction.pop_stable)  # fmt: skip
+        def write(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+            if transaction.create is not None:
+                _insert_promotion(conn, transaction.create)
+            if transaction.save is not None:
+                _update_promotion(conn, transaction.save)
+            if (popped := transaction.pop_stable) is not None:
+                _pop_stable(conn, popped.service, popped.stage, expected=popped)
             if transaction.push_stable is not None:
                 _push_stable(conn, transaction.push_stable)
-            if traffic is not None and traffic_body is not None:
-                _upsert_traffic(conn, traffic, traffic_body)
-            return [_append_event(conn, event, text) for event, text in events]
+            if transaction.traffic is not None:
+                _upsert_traffic(conn, transaction.traffic)
+            return [_append_event(conn, event) for event in transaction.events]
 
-        seqs = await self._write(_describe(transaction), write)
+        appended = await self._write(_describe(transaction), write)
         return [
             PromotionEvent(
                 e.promotion_id,
@@ -320,7 +312,7 @@ class SqliteLedger:
                 e.kind,
                 rules.load(rules.event_what(e.promotion_id, e.kind), text),
             )
-            for (e, text), seq in zip(events, seqs, strict=True)
+            for e, (seq, text) in zip(transaction.events, appended, strict=True)
         ]
 
     async def get(self, promotion_id: str) -> Promotion:

@@ -814,3 +814,60 @@ async def test_the_actuators_problems_refuse_a_release_before_anything_is_stored
     assert [p.path for p in refused.value.problems] == ["upstream"]
     assert await ledger.list() == [] and actuator.applied == []
     await controller.stop()
+
+
+class SlowPromotedSave(MemoryLedger):
+    """Saves a promotion as promoted only once ``go`` is set, finishing the save even when
+    the caller is cancelled meanwhile, as the SQLite ledger finishes a write in its thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saving, self.go = asyncio.Event(), asyncio.Event()
+
+    async def commit(self, transaction: Any) -> Any:
+        saved = transaction.save
+        if saved is None or saved.phase is not Phase.PROMOTED or saved.baseline is None:
+            return await super().commit(transaction)
+
+        async def save_when_told() -> Any:
+            self.saving.set()
+            await self.go.wait()
+            return await MemoryLedger.commit(self, transaction)
+
+        future = asyncio.ensure_future(save_when_told())
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            await asyncio.wait({future})
+            raise
+
+
+async def test_an_abort_that_stops_a_runner_as_it_promotes_finishes_the_promoted_split() -> None:
+    """An abort whose cancel lands while the runner's save of "promoted" is under way is
+    refused (the promotion has ended), and the promoted split the cancel cut short is
+    applied and recorded, not left for a restart."""
+    ledger = SlowPromotedSave()
+    actuator = RecordingActuator()
+    controller = build_on(ledger, actuator, FakeClock())
+    await first_release(controller, "qa")
+    candidate = await controller.create(
+        release("b", "1.1.0"), "qa", upstream="http://127.0.0.1:9002"
+    )
+    await asyncio.wait_for(ledger.saving.wait(), 5)
+    runner = controller._tasks[candidate.id]
+    abort = asyncio.create_task(controller.abort(candidate.id, "bob"))
+
+    async def cancelling() -> bool:
+        return runner.cancelling() > 0
+
+    await wait_until(cancelling, 5, what="the runner to be cancelled", interval_s=0.001)
+    ledger.go.set()
+    with pytest.raises(ConflictError, match="it is promoted; it has already ended"):
+        await abort
+    assert [(b.digest, b.weight) for b in actuator.applied[-1].backends] == [
+        (candidate.artifact.digest, 100)
+    ]
+    history = await ledger.stable_history("demo", "qa")
+    assert history[-1].promotion_id == candidate.id
+    assert ledger.audit_entries == []
+    await controller.stop()
