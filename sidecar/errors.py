@@ -147,7 +147,15 @@ class QueryError(ProviderError):
 
 
 class ActuationError(PromgateError):
-    """Traffic could not be shifted to the desired state."""
+    """Traffic could not be shifted to the desired state.
+
+    ``permanent`` means the actuator refuses the state itself (it names no upstream, its
+    stage has no listener, the receiver rejected it), so sending it again cannot succeed.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class LedgerError(PromgateError):

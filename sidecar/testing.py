@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from sidecar.actuators.base import TrafficState
-from sidecar.errors import ActuationError
+from sidecar.errors import ActuationError, Problem
 
 
 class RecordingActuator:
     """Keeps every state it is given, so a test can assert what would have been routed.
 
     Set ``error`` to make the next calls to ``apply`` fail with it, as a broken
-    actuator would; failed calls are not recorded.
+    actuator would; failed calls are not recorded. Set ``problems`` to what ``check``
+    should report, as an actuator that cannot route a state would.
     """
 
     def __init__(self) -> None:
         self.applied: list[TrafficState] = []
         self.restored: list[TrafficState] = []
         self.error: ActuationError | None = None
+        self.problems: list[Problem] = []
         self.closed = False
+
+    def check(self, state: TrafficState) -> Sequence[Problem]:
+        return list(self.problems)
 
     async def start(self) -> None:
         """Nothing to open."""

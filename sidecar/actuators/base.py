@@ -9,10 +9,13 @@ candidate of one release is the stable of the next, in the same backend.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import ConfigDict, Field, TypeAdapter
+
+from sidecar.errors import Problem
 
 Role = Literal["stable", "candidate"]
 BACKEND_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -102,7 +105,16 @@ def traffic_state_schema() -> dict[str, Any]:
 
 
 class TrafficActuator(Protocol):
-    """Shifts live traffic. Raises ``ActuationError`` and nothing else on failure."""
+    """Shifts live traffic. Raises ``ActuationError`` and nothing else on failure; one that
+    sending the same state again cannot cure is ``permanent``."""
+
+    def check(self, state: TrafficState) -> Sequence[Problem]:
+        """What keeps this actuator from ever applying ``state``; empty if nothing does.
+
+        Asked before a promotion is admitted, so a release that could never be routed is
+        refused at once instead of failing at every retry. A problem's path names the
+        state's field at fault (``upstream`` of a backend, ``stage``).
+        """
 
     async def start(self) -> None:
         """Open listeners or sessions; called once before the first apply or restore."""

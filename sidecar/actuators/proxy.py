@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -22,7 +22,7 @@ from prometheus_client.exposition import generate_latest
 from yarl import URL
 
 from sidecar.actuators.base import Backend, TrafficState
-from sidecar.errors import ActuationError, SettingsError
+from sidecar.errors import ActuationError, Problem, SettingsError
 
 _log = logging.getLogger(__name__)
 
@@ -86,29 +86,40 @@ class _Metrics:
         )
 
 
-def _validate_state(state: TrafficState) -> None:
+def _state_problems(state: TrafficState) -> list[Problem]:
+    """Why the proxy can never route ``state``; paths name the state's field at fault."""
+    where = f"traffic state {state.promotion_id}#{state.sequence} for stage {state.stage!r}"
     if not state.backends:
-        raise ActuationError(
-            f"traffic state {state.promotion_id}#{state.sequence} for stage {state.stage!r} "
-            "has no backends; give at least one"
-        )
+        return [Problem("backends", f"{where} has no backends", "give at least one")]
+    problems = []
     for backend in (*state.backends, *([state.preview] if state.preview else [])):
         if not 0 <= backend.weight <= 100:
-            raise ActuationError(
-                f"backend {backend.digest} in stage {state.stage!r} has weight "
-                f"{backend.weight}; weights must be within 0..100"
+            problems.append(
+                Problem(
+                    "weight",
+                    f"{backend.role} {backend.digest} in {where} has weight {backend.weight}",
+                    "weights must be within 0..100",
+                )
             )
         url = URL(backend.upstream)
         if url.scheme not in {"http", "https"} or not url.host:
-            raise ActuationError(
-                f"backend {backend.digest} in stage {state.stage!r} has an upstream that is "
-                "not an absolute http(s) URL"
+            has = "an upstream that is not an absolute http(s) URL"
+            if not backend.upstream:
+                has = "no upstream"
+            problems.append(
+                Problem(
+                    "upstream",
+                    f"{backend.role} {backend.digest} in {where} has {has}; the proxy "
+                    "forwards live traffic to it",
+                    f"give the {backend.role}'s base URL, e.g. http://127.0.0.1:9001",
+                )
             )
     total = sum(b.weight for b in state.backends)
     if total != 100:
-        raise ActuationError(
-            f"backend weights for stage {state.stage!r} sum to {total}; they must sum to 100"
+        problems.append(
+            Problem("weight", f"backend weights of {where} sum to {total}", "make them sum to 100")
         )
+    return problems
 
 
 def _forward_headers(request: web.BaseRequest) -> CIMultiDict[str]:
@@ -274,6 +285,19 @@ class ProxyActuator:
             raise KeyError(f"stage {stage!r} is not proxied; configured: {sorted(self._listen)}")
         return dict(self._routed[stage])
 
+    def check(self, state: TrafficState) -> Sequence[Problem]:
+        """A listener for the stage, and upstreams and weights the proxy can route."""
+        if state.stage not in self._listen:
+            return [
+                Problem(
+                    "stage",
+                    f"the proxy has no listener for stage {state.stage!r}; "
+                    f"configured stages: {sorted(self._listen)}",
+                    f"add {state.stage}=HOST:PORT to PROMGATE_PROXY_LISTEN and restart",
+                )
+            ]
+        return _state_problems(state)
+
     async def apply(self, state: TrafficState) -> None:
         """Swap ``state.stage``'s routing table, unless the state is not newer."""
         self._swap(state)
@@ -296,12 +320,9 @@ class ProxyActuator:
             self._session = None
 
     def _swap(self, state: TrafficState) -> None:
-        if state.stage not in self._listen:
-            raise ActuationError(
-                f"the proxy has no listener for stage {state.stage!r}; "
-                f"configured stages: {sorted(self._listen)}"
-            )
-        _validate_state(state)
+        problems = self.check(state)
+        if problems:
+            raise ActuationError("; ".join(str(p) for p in problems), permanent=True)
         current = self._routes.get(state.stage)
         if current is not None and current.state.covers(state):
             _log.debug(

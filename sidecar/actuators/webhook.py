@@ -23,7 +23,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 import aiohttp
@@ -39,7 +39,7 @@ from tenacity import (
 from yarl import URL
 
 from sidecar.actuators.base import TrafficState
-from sidecar.errors import ActuationError, SettingsError
+from sidecar.errors import ActuationError, Problem, SettingsError
 
 _log = logging.getLogger(__name__)
 
@@ -71,6 +71,9 @@ def signing_key(secret: bytes) -> bytes:
     if not key:
         raise SettingsError("the webhook secret whsec_ holds an empty key")
     return key
+
+
+_TRANSIENT_4XX = frozenset({408, 425})  # request timeout, too early: worth another try
 
 
 def sign(body: bytes, secret: bytes) -> str:
@@ -159,6 +162,10 @@ class WebhookActuator:
         """The URL without credentials or query, which may carry tokens, for messages."""
         return str(self._url.with_user(None).with_query(None).with_fragment(None))
 
+    def check(self, state: TrafficState) -> Sequence[Problem]:
+        """Nothing: the receiver decides what a state needs (it may route without upstreams)."""
+        return ()
+
     async def start(self) -> None:
         """The session opens lazily on the first POST."""
 
@@ -231,7 +238,11 @@ class WebhookActuator:
             message = f"HTTP {response.status}: {excerpt}"
             if response.status >= 500 or response.status == 429:
                 raise _RetryableStatusError(message)
-            raise ActuationError(f"webhook {self._display_url} refused the state with {message}")
+            # any other 4xx: the receiver refuses this state as it is, so resending cannot help
+            raise ActuationError(
+                f"webhook {self._display_url} refused the state with {message}",
+                permanent=response.status not in _TRANSIENT_4XX,
+            )
 
     def _redact(self, raw: bytes) -> str:
         """A short, printable excerpt of a response body, with every secret masked."""

@@ -58,6 +58,43 @@ def can_transition(current: Phase, target: Phase) -> bool:
     return target in ALLOWED_TRANSITIONS[current] or (current == target and not current.terminal)
 
 
+class Command(StrEnum):
+    """What a person can do to a promotion through the API or CLI."""
+
+    APPROVE = "approve"  # let traffic move on a stage that requires approval
+    ABORT = "abort"  # stop, traffic back to the stable release; the release is not blamed
+    ROLLBACK = "rollback"  # stop, traffic back to the stable release; the release is blamed
+
+
+COMMAND_PHASES: dict[Command, frozenset[Phase]] = {
+    Command.APPROVE: frozenset({Phase.AWAITING_APPROVAL}),
+    Command.ABORT: frozenset(
+        {Phase.PENDING, Phase.AWAITING_APPROVAL, Phase.PROGRESSING, Phase.POST_PROMOTION}
+    ),
+    Command.ROLLBACK: frozenset({Phase.PROGRESSING, Phase.POST_PROMOTION}),
+}
+"""The phases in which each command applies; in every other phase it is refused."""
+
+COMMAND_TARGETS: dict[Command, Phase] = {
+    Command.ABORT: Phase.ABORTED,
+    Command.ROLLBACK: Phase.ROLLED_BACK,
+}
+"""The phase a command ends a promotion in; approving leaves the phase to the engine."""
+
+
+def command_refusal(command: Command, phase: Phase, approved_by: str | None) -> str | None:
+    """Why ``command`` cannot apply to a promotion in ``phase``, or None when it can."""
+    if phase in COMMAND_PHASES[command]:
+        if command is Command.APPROVE and approved_by is not None:
+            return f"it is already approved by {approved_by}; traffic starts moving shortly"
+        return None
+    if phase.terminal:
+        return "it has already ended; start a new promotion instead"
+    if command is Command.APPROVE:
+        return "only a promotion awaiting approval can be approved"
+    return "it has moved no traffic yet, so there is nothing to roll back; abort it instead"
+
+
 @dataclass(frozen=True)
 class Promotion:
     """Everything needed to resume a promotion after a restart, and to explain it."""

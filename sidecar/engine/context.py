@@ -1,15 +1,22 @@
 """What the engine works with, and the one place that changes a promotion's state.
 
-Every state change goes through :meth:`EngineContext.move`: save the new state (with a
-new actuation sequence number when traffic must change), append an event, then make the
-actuator match. A failed actuation is remembered in ``unapplied`` and retried by the
-controller; after a crash, :meth:`ensure_applied` finishes an actuation that was saved
-but not applied, and never repeats one that was.
+Every state change goes through :meth:`EngineContext.move`: save the new state and its
+event in one ledger transaction (with a new actuation sequence number when traffic must
+change), then make the actuator match. Once the actuator has applied a split, the split,
+its ``actuation`` event and, for a promoted release, its place in the stage's stable
+history are recorded in one more transaction: a crash between any two steps leaves a
+state that :meth:`EngineContext.ensure_applied` completes on restart, never one that
+contradicts the traffic.
+
+A failed actuation is remembered in ``unapplied`` and retried by the controller, once per
+state logged and recorded as an event; a permanent failure is not retried.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,10 +29,13 @@ from sidecar.domain.promotion import Phase, Promotion, StableRelease
 from sidecar.engine.clock import Clock
 from sidecar.engine.traffic import desired_traffic
 from sidecar.errors import ActuationError
-from sidecar.ledger.base import Ledger
+from sidecar.ledger.base import Ledger, NewEvent, Transaction
 from sidecar.telemetry.logging import get_logger
 from sidecar.telemetry.metrics import Recorder
 from sidecar.telemetry.tracing import promotion_parent, release_attributes
+
+FIRST_RETRY_S = 2.0
+MAX_RETRY_S = 60.0
 
 _log = get_logger("engine")
 
@@ -46,6 +56,26 @@ class EventBus:
         return self._changed.setdefault(promotion_id, asyncio.Event())
 
 
+@dataclass(frozen=True)
+class Unapplied:
+    """A traffic state that failed to apply, and when the controller may try it again.
+
+    ``retry_at`` is on the monotonic clock, doubling from ``FIRST_RETRY_S`` per failed
+    attempt up to ``MAX_RETRY_S``; a permanent failure is never retried.
+    """
+
+    sequence: int
+    error: str
+    permanent: bool
+    attempts: int
+    retry_at: float
+
+    @classmethod
+    def of(cls, sequence: int, error: ActuationError, attempts: int) -> Unapplied:
+        wait = min(FIRST_RETRY_S * 2 ** (attempts - 1), MAX_RETRY_S)
+        return cls(sequence, str(error), error.permanent, attempts, time.monotonic() + wait)
+
+
 @dataclass
 class EngineContext:
     policy: PromotionPolicy
@@ -56,11 +86,19 @@ class EngineContext:
     tracer: trace.Tracer
     clock: Clock
     bus: EventBus = field(default_factory=EventBus)
-    unapplied: set[str] = field(default_factory=set)
+    unapplied: dict[str, Unapplied] = field(default_factory=dict)
 
     async def event(self, promotion: Promotion, kind: str, data: dict[str, Any]) -> None:
-        await self.ledger.append_event(promotion.id, kind, data, self.clock.now())
-        self.bus.notify(promotion.id)
+        await self.commit(Transaction(events=(self.new_event(promotion, kind, data),)))
+
+    def new_event(self, promotion: Promotion, kind: str, data: dict[str, Any]) -> NewEvent:
+        return NewEvent(promotion.id, kind, data, self.clock.now())
+
+    async def commit(self, transaction: Transaction) -> None:
+        """Write ``transaction``, then wake the streams of the promotions it logged to."""
+        await self.ledger.commit(transaction)
+        for promotion_id in {e.promotion_id for e in transaction.events}:
+            self.bus.notify(promotion_id)
 
     async def move(
         self,
@@ -68,19 +106,16 @@ class EngineContext:
         *,
         event: str,
         data: dict[str, Any] | None = None,
-        raise_on_failure: bool = False,
         **changes: Any,
     ) -> Promotion:
-        """Save ``changes``, log ``event``, and shift traffic if the split changed.
+        """Save ``changes`` with ``event``, then shift traffic if the split changed.
 
-        A failed actuation is kept in ``unapplied`` for retry; it raises only with
-        ``raise_on_failure`` (a person's command: they should hear of it at once).
+        A failed actuation does not raise: it is kept in ``unapplied`` for a retry.
         """
         moved = promotion.evolve(updated_at=self.clock.now(), **changes)
         traffic_changed = desired_traffic(moved) != desired_traffic(promotion)
         if traffic_changed:
             moved = moved.evolve(actuation_seq=promotion.actuation_seq + 1)
-        await self.ledger.save(moved)
         payload = {
             "phase": moved.phase.value,
             "weight": moved.weight,
@@ -89,30 +124,37 @@ class EngineContext:
         }
         if moved.reason and moved.reason != promotion.reason:
             payload.setdefault("reason", moved.reason)
-        await self.event(moved, event, payload)
+        await self.commit(Transaction(save=moved, events=(self.new_event(moved, event, payload),)))
         self.recorder.progress(moved)
         # a new sequence number was just saved, so the ledger cannot hold it as applied yet
         desired = desired_traffic(moved) if traffic_changed else None
         if desired is not None:
-            try:
+            with contextlib.suppress(ActuationError):
                 await self._apply(moved, desired)
-            except ActuationError:
-                if raise_on_failure:
-                    raise
         if moved.phase.terminal and not promotion.phase.terminal:
-            if moved.phase is Phase.PROMOTED:
-                await self._record_stable(moved)
             self.recorder.finished(moved)
         return moved
 
     async def ensure_applied(self, promotion: Promotion) -> None:
-        """Apply the promotion's traffic split unless the ledger says it already was."""
+        """Apply the promotion's traffic split unless the ledger says it already was.
+
+        Level-triggered: a promoted release whose split is recorded as applied but which is
+        missing from the stable history (a ledger written by a version that recorded them
+        apart) is put back there; when it already is, nothing is written.
+        """
         desired = desired_traffic(promotion)
         if desired is None:
             return
         applied = await self.ledger.traffic(promotion.service, promotion.stage)
         if applied is None or not applied.covers(desired):
             await self._apply(promotion, desired)
+            return
+        stable = self._stable_release(promotion)
+        if stable is not None:
+            history = await self.ledger.stable_history(promotion.service, promotion.stage)
+            if not history or history[-1].artifact.digest != stable.artifact.digest:
+                await self.ledger.push_stable(stable)
+                self._published_stable(stable)
 
     async def _apply(self, promotion: Promotion, desired: TrafficState) -> None:
         with self.tracer.start_as_current_span(
@@ -128,53 +170,68 @@ class EngineContext:
                 await self.actuator.apply(desired)
             except ActuationError as exc:
                 span.record_exception(exc)
-                self.unapplied.add(promotion.id)
                 self.recorder.actuation(promotion, ok=False)
-                _log.error(
-                    "actuation failed",
-                    extra={
-                        "promotion": promotion.id,
-                        "sequence": desired.sequence,
-                        "error": str(exc),
-                    },
-                )
-                await self.event(
-                    promotion, "actuation_failed", {"sequence": desired.sequence, "error": str(exc)}
-                )
+                await self._failed(promotion, desired, exc)
                 raise
-        self.unapplied.discard(promotion.id)
+        self.unapplied.pop(promotion.id, None)
         self.recorder.actuation(promotion, ok=True)
-        await self.ledger.save_traffic(desired)
-        await self.event(
-            promotion,
-            "actuation",
-            {
+        stable = self._stable_release(promotion)
+        applied = self.new_event(promotion, "actuation", _actuation_data(desired))
+        await self.commit(Transaction(push_stable=stable, traffic=desired, events=(applied,)))
+        if stable is not None:
+            self._published_stable(stable)
+
+    async def _failed(
+        self, promotion: Promotion, desired: TrafficState, error: ActuationError
+    ) -> None:
+        """Remember the failure for a retry; log it and record its event once per state."""
+        before = self.unapplied.get(promotion.id)
+        repeated = before is not None and before.sequence == desired.sequence
+        attempts = before.attempts + 1 if before is not None and repeated else 1
+        self.unapplied[promotion.id] = Unapplied.of(desired.sequence, error, attempts)
+        if repeated:
+            return
+        _log.error(
+            "actuation failed",
+            extra={
+                "promotion": promotion.id,
                 "sequence": desired.sequence,
-                "backends": [
-                    {
-                        "digest": b.digest,
-                        "weight": b.weight,
-                        "role": b.role,
-                        "retain_until": b.retain_until,
-                    }
-                    for b in desired.backends
-                ],
-                "preview": desired.preview.digest if desired.preview else None,
+                "error": str(error),
+                "permanent": error.permanent,
             },
         )
+        await self.event(
+            promotion,
+            "actuation_failed",
+            {"sequence": desired.sequence, "error": str(error), "permanent": error.permanent},
+        )
 
-    async def _record_stable(self, promotion: Promotion) -> None:
-        await self.ledger.push_stable(
-            StableRelease(
-                promotion.service,
-                promotion.stage,
-                promotion.artifact,
-                promotion.candidate_upstream,
-                promotion.id,
-                self.clock.now(),
-                promotion.version,
-            )
+    def _stable_release(self, promotion: Promotion) -> StableRelease | None:
+        """The stable release a promoted promotion's applied split makes; None otherwise."""
+        if promotion.phase is not Phase.PROMOTED:
+            return None
+        return StableRelease(
+            promotion.service,
+            promotion.stage,
+            promotion.artifact,
+            promotion.candidate_upstream,
+            promotion.id,
+            self.clock.now(),
+            promotion.version,
         )
+
+    def _published_stable(self, stable: StableRelease) -> None:
         self.recorder.stable_digest(
-            promotion.service, promotion.stage, promotion.artifact.digest, promotion.version
+            stable.service, stable.stage, stable.artifact.digest, stable.version
         )
+
+
+def _actuation_data(state: TrafficState) -> dict[str, Any]:
+    return {
+        "sequence": state.sequence,
+        "backends": [
+            {"digest": b.digest, "weight": b.weight, "role": b.role, "retain_until": b.retain_until}
+            for b in state.backends
+        ],
+        "preview": state.preview.digest if state.preview else None,
+    }

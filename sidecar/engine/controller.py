@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -15,10 +16,18 @@ from typing import Any
 from sidecar.domain.manifest import ReleaseManifest
 from sidecar.domain.metadata_gates import metadata_failures
 from sidecar.domain.policy import Stage
-from sidecar.domain.promotion import Phase, Promotion, PromotionEvent, StableRelease
+from sidecar.domain.promotion import (
+    COMMAND_TARGETS,
+    Command,
+    Phase,
+    Promotion,
+    PromotionEvent,
+    StableRelease,
+    command_refusal,
+)
 from sidecar.engine.context import EngineContext
 from sidecar.engine.runner import PromotionRunner
-from sidecar.engine.traffic import ROUTED_PHASES, SLOTS, candidate_backend
+from sidecar.engine.traffic import ROUTED_PHASES, SLOTS, candidate_backend, candidate_traffic
 from sidecar.errors import (
     ActuationError,
     ConflictError,
@@ -30,6 +39,7 @@ from sidecar.errors import (
     StageOrderError,
     TagMutationError,
 )
+from sidecar.ledger.base import Transaction
 from sidecar.telemetry.logging import get_logger
 from sidecar.telemetry.tracing import (
     link_from_traceparent,
@@ -38,7 +48,7 @@ from sidecar.telemetry.tracing import (
 )
 
 _log = get_logger("controller")
-_RETRY_INTERVAL_S = 2.0
+_RETRY_TICK_S = 1.0  # how often the retrier looks for failed actuations that are due
 
 
 class Controller:
@@ -49,6 +59,7 @@ class Controller:
         self._tasks: dict[str, asyncio.Task[Promotion]] = {}
         self._runners: dict[str, PromotionRunner] = {}
         self._retrier: asyncio.Task[None] | None = None
+        self._commands = asyncio.Lock()  # people's commands, one at a time: no lost update
         self._started = False
 
     @property
@@ -80,20 +91,38 @@ class Controller:
         self._started = True
 
     async def _finish_interrupted_actuations(self) -> None:
-        """The newest promotion of each (service, stage) owns its traffic: make it so."""
+        """The newest routed promotion of each (service, stage) owns its traffic: make the
+        traffic, the ledger's record of it and the stable history agree with it."""
         for promotion in await self.ctx.ledger.newest(ROUTED_PHASES):
             with contextlib.suppress(ActuationError):
                 await self.ctx.ensure_applied(promotion)
 
     async def _retry_unapplied(self) -> None:
-        """Retry failed actuations, including those of finished promotions, until applied."""
         while True:
-            await asyncio.sleep(_RETRY_INTERVAL_S)  # real time: a cadence, not a policy rule
-            for promotion_id in sorted(self.ctx.unapplied):
-                if promotion_id in self._tasks:
-                    continue  # its runner retries on its own
-                with contextlib.suppress(ActuationError):
-                    await self.ctx.ensure_applied(await self.ctx.ledger.get(promotion_id))
+            await asyncio.sleep(_RETRY_TICK_S)  # real time: a cadence, not a policy rule
+            await self.retry_due(time.monotonic())
+
+    async def retry_due(self, now: float) -> None:
+        """Retry the failed actuations of promotions no runner drives (finished ones) whose
+        backoff has passed by ``now`` (monotonic), until each is applied, superseded by a
+        newer promotion of its stage, or refused permanently (never retried)."""
+        for promotion_id, failed in sorted(self.ctx.unapplied.items()):
+            if promotion_id in self._tasks or failed.permanent or failed.retry_at > now:
+                continue  # its runner retries on its own, or it never can apply, or not yet
+            promotion = await self.ctx.ledger.get(promotion_id)
+            if not await self._owns_traffic(promotion):
+                self.ctx.unapplied.pop(promotion_id, None)
+                continue
+            with contextlib.suppress(ActuationError):
+                await self.ctx.ensure_applied(promotion)
+
+    async def _owns_traffic(self, promotion: Promotion) -> bool:
+        """Whether ``promotion`` is the newest routed one of its (service, stage)."""
+        stage = (promotion.service, promotion.stage)
+        owners = [
+            p for p in await self.ctx.ledger.newest(ROUTED_PHASES) if (p.service, p.stage) == stage
+        ]
+        return bool(owners) and owners[0].id == promotion.id
 
     async def stop(self) -> None:
         """Cancel the runners; their state is saved, so the next start resumes them."""
@@ -146,6 +175,7 @@ class Controller:
             candidate_backend=candidate_backend(backend, stable_backend),
             baseline_backend=stable_backend or "",
         )
+        self._check_routable(promotion)
         span = self.ctx.tracer.start_span(
             "promgate.promotion",
             attributes=release_attributes(promotion),
@@ -159,8 +189,7 @@ class Controller:
             span.end()
             await self._store_refusal(promotion, exc)
             raise
-        await self.ctx.ledger.create(promotion)
-        await self.ctx.event(
+        created = self.ctx.new_event(
             promotion,
             "created",
             {
@@ -173,6 +202,7 @@ class Controller:
                 "backend": promotion.candidate_backend,
             },
         )
+        await self.ctx.commit(Transaction(create=promotion, events=(created,)))
         runner = await self._spawn(promotion, span)
         return runner.promotion
 
@@ -183,6 +213,15 @@ class Controller:
         except NotFoundError:
             return SLOTS[0]
         return promotion.candidate_backend or SLOTS[0]
+
+    def _check_routable(self, promotion: Promotion) -> None:
+        """Refuse, before anything is stored, a release the actuator could never route."""
+        problems = self.ctx.actuator.check(candidate_traffic(promotion))
+        if problems:
+            raise RequestError(
+                f"the traffic actuator cannot route {promotion.service} in {promotion.stage}",
+                problems,
+            )
 
     async def _admit(
         self,
@@ -220,9 +259,9 @@ class Controller:
         reason = type(error).__name__.removesuffix("Error").lower()
         self.ctx.recorder.refused(promotion.service, promotion.stage, reason)
         refused = promotion.evolve(phase=Phase.REFUSED, reason=str(error))
-        await self.ctx.ledger.create(refused)
+        event = self.ctx.new_event(refused, "refused", {"reason": str(error), "rule": reason})
+        await self.ctx.commit(Transaction(create=refused, events=(event,)))
         error.promotion_id = refused.id
-        await self.ctx.event(refused, "refused", {"reason": str(error), "rule": reason})
         _log.info(
             "release refused",
             extra={
@@ -312,39 +351,64 @@ class Controller:
         return await self.get(promotion_id)
 
     async def approve(self, promotion_id: str, actor: str) -> Promotion:
-        promotion = await self.get(promotion_id)
-        if promotion.phase is not Phase.AWAITING_APPROVAL:
-            raise ConflictError(
-                f"promotion {promotion_id} is {promotion.phase.value}, not awaiting approval"
+        """Let an approval-gated promotion move traffic; 409 in any other phase."""
+        async with self._commands:
+            promotion = self._allowed(Command.APPROVE, await self.get(promotion_id))
+            approved = await self.ctx.move(
+                promotion, event="approved", data={"actor": actor}, approved_by=actor
             )
-        approved = await self.ctx.move(
-            promotion, event="approved", data={"actor": actor}, approved_by=actor
-        )
         runner = self._runners.get(promotion_id)
         if runner is not None:
             runner.approved.set()
         return approved
 
     async def abort(self, promotion_id: str, actor: str, *, rollback: bool = False) -> Promotion:
-        """Stop an active promotion and send its traffic back to the stable release."""
-        promotion = await self.get(promotion_id)
-        if not promotion.active:
-            raise ConflictError(f"promotion {promotion_id} already ended: {promotion.phase.value}")
-        await self._cancel(promotion_id)
-        promotion = await self.get(promotion_id)
-        verb = "rolled back" if rollback else "aborted"
-        phase = Phase.ROLLED_BACK if rollback else Phase.ABORTED
-        if rollback:
-            self.ctx.recorder.rollback(promotion, "manual")
-        return await self.ctx.move(
-            promotion,
-            event=phase.value,
-            data={"actor": actor},
-            phase=phase,
-            weight=0,
-            reason=f"{verb} by {actor}",
-            raise_on_failure=True,
-        )
+        """Stop an active promotion and send its traffic back to the stable release.
+
+        Refused (409, naming the phase) where the command does not apply, before anything
+        changes. Once the new phase is saved it stands, also when the traffic shift that
+        follows fails (it is retried, and the caller hears of it).
+        """
+        command = Command.ROLLBACK if rollback else Command.ABORT
+        async with self._commands:
+            self._allowed(command, await self.get(promotion_id))
+            await self._cancel(promotion_id)
+            # the runner may have moved it on before it stopped: check the stored phase again
+            promotion = await self.get(promotion_id)
+            if promotion.phase.terminal:  # it ended: finish the split the cancel cut short
+                with contextlib.suppress(ActuationError):
+                    await self.ctx.ensure_applied(promotion)
+            self._allowed(command, promotion)
+            phase = COMMAND_TARGETS[command]
+            if rollback:
+                self.ctx.recorder.rollback(promotion, "manual")
+            moved = await self.ctx.move(
+                promotion,
+                event=phase.value,
+                data={"actor": actor},
+                phase=phase,
+                weight=0,
+                reason=f"{'rolled back' if rollback else 'aborted'} by {actor}",
+            )
+        failed = self.ctx.unapplied.get(promotion_id)
+        if failed is not None and failed.sequence == moved.actuation_seq:
+            # a person should hear of it at once; the engine keeps retrying meanwhile
+            raise ActuationError(
+                f"promotion {promotion_id} is {phase.value}, but its traffic could not be "
+                f"shifted back yet ({failed.error}); promgate retries it",
+                permanent=failed.permanent,
+            )
+        return moved
+
+    def _allowed(self, command: Command, promotion: Promotion) -> Promotion:
+        """``promotion`` if ``command`` applies in its phase; else a ConflictError naming it."""
+        why = command_refusal(command, promotion.phase, promotion.approved_by)
+        if why is not None:
+            raise ConflictError(
+                f"cannot {command.value} promotion {promotion.id}: it is "
+                f"{promotion.phase.value}; {why}"
+            )
+        return promotion
 
     async def rollback_stage(self, service: str, stage: str, actor: str) -> StableRelease:
         """Go back one stable digest in (service, stage), also after a promotion completed."""
@@ -352,16 +416,15 @@ class Controller:
         active = await self.ctx.ledger.list(service=service, stage=stage, active=True)
         if active:
             raise ConflictError(
-                f"promotion {active[0].id} is active for {service} in {stage}; "
-                "abort or roll back that promotion instead"
+                f"promotion {active[0].id} is {active[0].phase.value} for {service} in "
+                f"{stage}; abort or roll back that promotion instead"
             )
         history = await self.ctx.ledger.stable_history(service, stage)
         if len(history) < 2:
             raise NotFoundError(
                 f"{service} in {stage} has no earlier stable digest to roll back to"
             )
-        removed = await self.ctx.ledger.pop_stable(service, stage)
-        previous = history[-2]
+        removed, previous = history[-1], history[-2]
         now = self.ctx.clock.now()
         reason = f"rolled back by {actor}: {removed.artifact} -> {previous.artifact}"
         record = Promotion(
@@ -386,8 +449,7 @@ class Controller:
             reason=reason,
             actuation_seq=1,
         )
-        await self.ctx.ledger.create(record)
-        await self.ctx.event(
+        event = self.ctx.new_event(
             record,
             "rolled_back_after_promotion",
             {
@@ -397,6 +459,9 @@ class Controller:
                 "from_promotion": removed.promotion_id,
             },
         )
+        # the record owns the stage's traffic from now on: it and the shorter history
+        # land together, so a restart routes the digest the history says is stable
+        await self.ctx.commit(Transaction(create=record, pop_stable=removed, events=(event,)))
         self.ctx.recorder.stable_digest(service, stage, previous.artifact.digest, previous.version)
         self.ctx.recorder.rollback(record, "manual")
         _log.info(

@@ -75,8 +75,11 @@ class PromotionRunner:
         while self.promotion.active:
             try:
                 await self.ctx.ensure_applied(self.promotion)
-            except ActuationError:
-                await self.ctx.clock.sleep(self.analysis.interval)
+            except ActuationError as exc:
+                if exc.permanent:  # it can never move on: stop, traffic back to stable
+                    self.promotion = await self._abort_unroutable(exc)
+                else:
+                    await self.ctx.clock.sleep(self.analysis.interval)
                 continue
             if self.promotion.phase is Phase.AWAITING_APPROVAL:
                 await self.approved.wait()
@@ -86,6 +89,15 @@ class PromotionRunner:
             await self.ctx.clock.sleep(self.analysis.interval)
             await self._step()
         return self.promotion
+
+    async def _abort_unroutable(self, error: ActuationError) -> Promotion:
+        return await self.ctx.move(
+            self.promotion,
+            event=Phase.ABORTED.value,
+            phase=Phase.ABORTED,
+            weight=0,
+            reason=f"the traffic actuator refuses this promotion's traffic state: {error}",
+        )
 
     async def _begin(self, promotion: Promotion) -> Promotion:
         if self.stage.approval.required and promotion.approved_by is None:

@@ -65,12 +65,14 @@ def desired_traffic(promotion: Promotion) -> TrafficState | None:
     candidate, stable = sides(promotion)
     preview = None
     kept_until = promotion.extra.get("previous_kept_until")
-    if promotion.phase is Phase.PROMOTED and stable is not None and kept_until is not None:
+    if promotion.phase in _STABLE_AGAIN:
+        if stable is None:
+            return None  # a first release stopped before it routed: nothing to go back to
+        backends = [replace(stable, weight=100)]
+    elif promotion.phase is Phase.PROMOTED and stable is not None and kept_until is not None:
         backends = [replace(candidate, weight=100), replace(stable, retain_until=float(kept_until))]
     elif promotion.phase is Phase.PROMOTED or stable is None:
         backends = [replace(candidate, weight=100)]
-    elif promotion.phase in _STABLE_AGAIN:
-        backends = [replace(stable, weight=100)]
     elif promotion.phase is Phase.POST_PROMOTION:
         backends = [replace(candidate, weight=100), stable]
     elif promotion.strategy == "blue_green":
@@ -87,6 +89,19 @@ def desired_traffic(promotion: Promotion) -> TrafficState | None:
         stage=promotion.stage,
         backends=tuple(backends),
         preview=preview,
+    )
+
+
+def candidate_traffic(promotion: Promotion) -> TrafficState:
+    """The split that sends all traffic to the candidate, as a promotion would end: what an
+    actuator checks before the promotion is admitted."""
+    candidate, _ = sides(promotion)
+    return TrafficState(
+        promotion_id=promotion.id,
+        sequence=promotion.actuation_seq,
+        service=promotion.service,
+        stage=promotion.stage,
+        backends=(replace(candidate, weight=100),),
     )
 
 

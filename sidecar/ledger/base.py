@@ -28,12 +28,53 @@ class AuditEntry:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class NewEvent:
+    """An entry to append to a promotion's event log."""
+
+    promotion_id: str
+    kind: str
+    data: dict[str, Any]
+    at: float
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """Writes that land together or not at all, so a crash leaves all of them or none.
+
+    A state change and its consequences (its event, the traffic state it applied, the
+    stable release it made) go in one transaction, so no restart can find one without the
+    other. The writes apply in field order; a refused one (unknown id, active conflict, a
+    stable release that is no longer the newest) cancels them all.
+    """
+
+    create: Promotion | None = None
+    """A new promotion, as :meth:`Ledger.create` stores it."""
+
+    save: Promotion | None = None
+    """The new state of an existing promotion, as :meth:`Ledger.save` stores it."""
+
+    pop_stable: StableRelease | None = None
+    """The newest stable release of its (service, stage), removed as :meth:`Ledger.pop_stable`
+    would; ``ConflictError`` if another write made a different one the newest meanwhile."""
+
+    push_stable: StableRelease | None = None
+    """Made the newest stable release of its (service, stage), as :meth:`Ledger.push_stable`."""
+
+    traffic: TrafficState | None = None
+    """The traffic state just applied, as :meth:`Ledger.save_traffic` remembers it."""
+
+    events: tuple[NewEvent, ...] = ()
+    """Appended last, in order, as :meth:`Ledger.append_event` appends."""
+
+
 class Ledger(Protocol):
     """Everything promgate must remember across restarts. Raises ``LedgerError`` on I/O
     failure, ``NotFoundError`` for unknown ids, ``TagMutationError`` for a moved tag."""
 
     async def open(self) -> None:
-        """Create or migrate the storage."""
+        """Create the storage where there is none, else check and migrate it: a damaged or
+        unexpectedly empty one is a ``LedgerError`` that says how to restore it."""
 
     async def close(self) -> None: ...
 
@@ -79,8 +120,12 @@ class Ledger(Protocol):
         another digest under any spelling of the repository. A reference without a tag is
         accepted and not recorded."""
 
+    async def commit(self, transaction: Transaction) -> Sequence[PromotionEvent]:
+        """Apply every write of ``transaction`` atomically; the appended events, in order."""
+
     async def push_stable(self, release: StableRelease) -> None:
-        """Append a new stable release for its (service, stage)."""
+        """Append a new stable release for its (service, stage), unless the newest one already
+        has the same digest: repeating a push (after a crash) adds nothing."""
 
     async def stable_history(self, service: str, stage: str) -> Sequence[StableRelease]:
         """Stable releases of (service, stage), oldest first; empty if none."""

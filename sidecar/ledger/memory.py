@@ -1,7 +1,8 @@
 """An in-process ledger for tests and dry runs, where nothing may outlive the process.
 
 Every method runs without awaiting, so under asyncio each one is atomic, as a transaction
-of the SQLite ledger is.
+of the SQLite ledger is; :meth:`MemoryLedger.commit` checks every write before it makes
+any, so a refused one leaves nothing behind either.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from sidecar.actuators.base import TrafficState
 from sidecar.domain.artifact import ArtifactRef
 from sidecar.domain.promotion import Phase, Promotion, PromotionEvent, StableRelease
 from sidecar.ledger import rules
-from sidecar.ledger.base import AuditEntry
+from sidecar.ledger.base import AuditEntry, NewEvent, Transaction
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,54 @@ class MemoryLedger:
         """Nothing to release; the state stays readable, which helps tests inspect it."""
 
     async def create(self, promotion: Promotion) -> None:
+        await self.commit(Transaction(create=promotion))
+
+    async def save(self, promotion: Promotion) -> None:
+        await self.commit(Transaction(save=promotion))
+
+    async def commit(self, transaction: Transaction) -> Sequence[PromotionEvent]:
+        # check and serialise everything before changing anything: a refusal leaves no trace
+        created, saved, popped = transaction.create, transaction.save, transaction.pop_stable
+        if created is not None:
+            self._check_create(created)
+        known = {*self._promotions, *([created.id] if created else [])}
+        for promotion_id in [
+            *([saved.id] if saved else []),
+            *(e.promotion_id for e in transaction.events),
+        ]:
+            if promotion_id not in known:
+                raise rules.unknown_promotion(promotion_id)
+        if popped is not None:
+            history = self._stable.get((popped.service, popped.stage), [])
+            rules.check_can_pop(popped.service, popped.stage, len(history))
+            rules.check_newest_stable(history[-1], popped)
+        bodies = {p.id: rules.dump_promotion(p) for p in (created, saved) if p is not None}
+        manifest = rules.dump_manifest(created) if created is not None else None
+        texts = [
+            rules.dump(rules.event_what(e.promotion_id, e.kind), e.data) for e in transaction.events
+        ]
+
+        self._promotions.update(bodies)
+        if created is not None and manifest is not None:
+            self._manifests[created.id] = manifest
+            self._events[created.id] = []
+        if popped is not None:
+            self._stable[(popped.service, popped.stage)].pop()
+        if transaction.push_stable is not None:
+            self._push(transaction.push_stable)
+        if (state := transaction.traffic) is not None:
+            self._traffic[(state.service, state.stage)] = state
+        return [
+            self._append(event, text) for event, text in zip(transaction.events, texts, strict=True)
+        ]
+
+    def _append(self, event: NewEvent, text: str) -> PromotionEvent:
+        log = self._events[event.promotion_id]
+        log.append(_StoredEvent(event.at, event.kind, text))
+        data = rules.load(rules.event_what(event.promotion_id, event.kind), text)
+        return PromotionEvent(event.promotion_id, len(log), event.at, event.kind, data)
+
+    def _check_create(self, promotion: Promotion) -> None:
         if promotion.id in self._promotions:
             raise rules.duplicate_promotion(promotion.id)
         if promotion.active:
@@ -53,14 +102,6 @@ class MemoryLedger:
                     promotion.stage,
                 ):
                     raise rules.active_conflict(promotion, other.id)
-        self._manifests[promotion.id] = rules.dump_manifest(promotion)
-        self._promotions[promotion.id] = rules.dump_promotion(promotion)
-        self._events[promotion.id] = []
-
-    async def save(self, promotion: Promotion) -> None:
-        if promotion.id not in self._promotions:
-            raise rules.unknown_promotion(promotion.id)
-        self._promotions[promotion.id] = rules.dump_promotion(promotion)
 
     async def get(self, promotion_id: str) -> Promotion:
         if promotion_id not in self._promotions:
@@ -102,11 +143,8 @@ class MemoryLedger:
     async def append_event(
         self, promotion_id: str, kind: str, data: dict[str, Any], at: float
     ) -> PromotionEvent:
-        what = f"event {kind!r} of promotion {promotion_id!r}"
-        text = rules.dump(what, data)
-        log = self._log(promotion_id)
-        log.append(_StoredEvent(at, kind, text))
-        return PromotionEvent(promotion_id, len(log), at, kind, rules.load(what, text))
+        (event,) = await self.commit(Transaction(events=(NewEvent(promotion_id, kind, data, at),)))
+        return event
 
     async def events(
         self, promotion_id: str, after: int = 0, limit: int | None = None
@@ -127,7 +165,12 @@ class MemoryLedger:
         self._tags.setdefault(key, artifact.digest)
 
     async def push_stable(self, release: StableRelease) -> None:
-        self._stable.setdefault((release.service, release.stage), []).append(release)
+        self._push(release)
+
+    def _push(self, release: StableRelease) -> None:
+        history = self._stable.setdefault((release.service, release.stage), [])
+        if not rules.already_newest(history[-1] if history else None, release):
+            history.append(release)
 
     async def stable_history(self, service: str, stage: str) -> Sequence[StableRelease]:
         return builtins.list(self._stable.get((service, stage), ()))
@@ -138,7 +181,7 @@ class MemoryLedger:
         return history.pop()
 
     async def save_traffic(self, state: TrafficState) -> None:
-        self._traffic[(state.service, state.stage)] = state
+        await self.commit(Transaction(traffic=state))
 
     async def traffic(self, service: str, stage: str) -> TrafficState | None:
         return self._traffic.get((service, stage))

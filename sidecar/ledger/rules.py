@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sidecar.domain.promotion import Promotion
+from sidecar.domain.promotion import Promotion, StableRelease
 from sidecar.errors import (
     ArtifactReferenceError,
     ConflictError,
@@ -27,6 +27,11 @@ def dump(what: str, data: dict[str, Any]) -> str:
         return json.dumps(data)
     except (TypeError, ValueError) as exc:
         raise LedgerError(f"cannot store {what}: it is not JSON-serialisable ({exc})") from exc
+
+
+def event_what(promotion_id: str, kind: str) -> str:
+    """How messages name one event of a promotion's log."""
+    return f"event {kind!r} of promotion {promotion_id!r}"
 
 
 def load(what: str, text: str) -> dict[str, Any]:
@@ -96,4 +101,23 @@ def check_can_pop(service: str, stage: str, count: int) -> None:
         raise NotFoundError(
             f"service {service!r} stage {stage!r} has {count} stable release(s), so there is "
             "no earlier digest to roll back to"
+        )
+
+
+def already_newest(newest: StableRelease | None, release: StableRelease) -> bool:
+    """Whether pushing ``release`` adds nothing: the newest stable release already has its
+    digest (the push is repeated after a crash, or the stage is back on it after a rollback)."""
+    return newest is not None and newest.artifact.digest == release.artifact.digest
+
+
+def check_newest_stable(newest: StableRelease, expected: StableRelease) -> None:
+    """A rollback removes the release it read as the newest, or nothing."""
+    if (newest.promotion_id, newest.artifact.digest) != (
+        expected.promotion_id,
+        expected.artifact.digest,
+    ):
+        raise ConflictError(
+            f"the newest stable release of service {newest.service!r} stage {newest.stage!r} "
+            f"is now {newest.artifact.digest} (promotion {newest.promotion_id!r}), not "
+            f"{expected.artifact.digest}; another write changed it: read the history again"
         )

@@ -8,10 +8,13 @@ and a busy timeout serialise writers across processes, and WAL lets readers work
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import json
+import os
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
@@ -22,7 +25,7 @@ from sidecar.domain.artifact import ArtifactRef, normalize_repository
 from sidecar.domain.promotion import Phase, Promotion, PromotionEvent, StableRelease
 from sidecar.errors import LedgerError
 from sidecar.ledger import rules
-from sidecar.ledger.base import AuditEntry
+from sidecar.ledger.base import AuditEntry, NewEvent, Transaction
 from sidecar.redaction import strip_userinfo
 
 T = TypeVar("T")
@@ -113,6 +116,8 @@ _MIGRATIONS: tuple[tuple[Migration, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
+_TABLES = ("promotions", "events", "stable_history", "tags", "traffic", "audit")
+_DAMAGE = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})  # errors that mean a damaged file
 
 _TERMINAL = tuple(phase.value for phase in Phase if phase.terminal)
 _TERMINAL_MARKS = ", ".join("?" * len(_TERMINAL))
@@ -126,7 +131,8 @@ _BUSY_TIMEOUT_S = 5.0  # how long a write waits for another process's transactio
 
 
 def _in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``work`` as one write transaction, so a check and the write it guards are atomic."""
+    """Run ``work`` as one write transaction, so a check and the write it guards are atomic,
+    and a write refused halfway (unknown id, data JSON cannot hold) leaves none behind."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = work(conn)
@@ -170,6 +176,130 @@ def _stable_release(row: tuple[Any, ...]) -> StableRelease:
     )
 
 
+def _insert_promotion(conn: sqlite3.Connection, promotion: Promotion) -> None:
+    if conn.execute("SELECT 1 FROM promotions WHERE id = ?", (promotion.id,)).fetchone():
+        raise rules.duplicate_promotion(promotion.id)
+    if promotion.active:
+        active = conn.execute(
+            "SELECT id FROM promotions WHERE service = ? AND stage = ? "
+            f"AND phase NOT IN ({_TERMINAL_MARKS}) ORDER BY created_at LIMIT 1",
+            (promotion.service, promotion.stage, *_TERMINAL),
+        ).fetchone()
+        if active is not None:
+            raise rules.active_conflict(promotion, active[0])
+    conn.execute(
+        "INSERT INTO promotions (service, stage, phase, created_at, updated_at, body, id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        _promotion_row(promotion),
+    )
+    conn.execute(
+        "INSERT INTO manifests (promotion_id, body) VALUES (?, ?)",
+        (promotion.id, rules.dump_manifest(promotion)),
+    )
+
+
+def _update_promotion(conn: sqlite3.Connection, promotion: Promotion) -> None:
+    cursor = conn.execute(
+        "UPDATE promotions SET service = ?, stage = ?, phase = ?, created_at = ?, "
+        "updated_at = ?, body = ? WHERE id = ?",
+        _promotion_row(promotion),
+    )
+    if cursor.rowcount == 0:
+        raise rules.unknown_promotion(promotion.id)
+
+
+def _append_event(conn: sqlite3.Connection, event: NewEvent) -> tuple[int, str]:
+    """The appended event's seq and its stored JSON."""
+    text = rules.dump(rules.event_what(event.promotion_id, event.kind), event.data)
+    _require_promotion(conn, event.promotion_id)
+    (seq,) = conn.execute(
+        "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE promotion_id = ?",
+        (event.promotion_id,),
+    ).fetchone()
+    conn.execute(
+        "INSERT INTO events (promotion_id, seq, at, kind, data) VALUES (?, ?, ?, ?, ?)",
+        (event.promotion_id, seq, event.at, event.kind, text),
+    )
+    return int(seq), text
+
+
+def _newest_stable(conn: sqlite3.Connection, service: str, stage: str) -> tuple[Any, ...] | None:
+    """(idx, *stable columns) of the newest stable release of (service, stage), if any."""
+    row = conn.execute(
+        f"SELECT idx, {_STABLE_COLUMNS} FROM stable_history "
+        "WHERE service = ? AND stage = ? ORDER BY idx DESC LIMIT 1",
+        (service, stage),
+    ).fetchone()
+    return None if row is None else tuple(row)
+
+
+def _push_stable(conn: sqlite3.Connection, release: StableRelease) -> None:
+    newest = _newest_stable(conn, release.service, release.stage)
+    if rules.already_newest(None if newest is None else _stable_release(newest[1:]), release):
+        return
+    conn.execute(
+        f"INSERT INTO stable_history (idx, {_STABLE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            1 if newest is None else int(newest[0]) + 1,
+            release.service,
+            release.stage,
+            str(release.artifact),
+            release.upstream,
+            release.promotion_id,
+            release.promoted_at,
+            release.version,
+        ),
+    )
+
+
+def _pop_stable(
+    conn: sqlite3.Connection, service: str, stage: str, expected: StableRelease | None
+) -> StableRelease:
+    (count,) = conn.execute(
+        "SELECT COUNT(*) FROM stable_history WHERE service = ? AND stage = ?", (service, stage)
+    ).fetchone()
+    rules.check_can_pop(service, stage, count)
+    newest = _newest_stable(conn, service, stage)
+    assert newest is not None, "counted at least two rows above"
+    removed = _stable_release(newest[1:])
+    if expected is not None:
+        rules.check_newest_stable(removed, expected)
+    conn.execute(
+        "DELETE FROM stable_history WHERE service = ? AND stage = ? AND idx = ?",
+        (service, stage, newest[0]),
+    )
+    return removed
+
+
+def _upsert_traffic(conn: sqlite3.Connection, state: TrafficState) -> None:
+    body = rules.dump(_traffic_what(state), state.to_dict())
+    conn.execute(
+        "INSERT INTO traffic (service, stage, body) VALUES (?, ?, ?) "
+        "ON CONFLICT (service, stage) DO UPDATE SET body = excluded.body",
+        (state.service, state.stage, body),
+    )
+
+
+def _traffic_what(state: TrafficState) -> str:
+    return f"traffic state of {state.service}/{state.stage}"
+
+
+def _describe(tx: Transaction) -> str:
+    """What a transaction writes, for error messages: e.g. "save promotion 'p1', append ..."."""
+    parts = []
+    if tx.create is not None:
+        parts.append(f"create promotion {tx.create.id!r}")
+    if tx.save is not None:
+        parts.append(f"save promotion {tx.save.id!r}")
+    for verb, release in (("pop", tx.pop_stable), ("push", tx.push_stable)):
+        if release is not None:
+            parts.append(f"{verb} stable release of {release.service}/{release.stage}")
+    if tx.traffic is not None:
+        parts.append(f"save {_traffic_what(tx.traffic)}")
+    parts.extend(f"append {rules.event_what(e.promotion_id, e.kind)}" for e in tx.events)
+    return ", ".join(parts) or "empty transaction"
+
+
 class SqliteLedger:
     """A :class:`~sidecar.ledger.base.Ledger` in a SQLite file; its directory is created."""
 
@@ -179,7 +309,8 @@ class SqliteLedger:
         self._conn: sqlite3.Connection | None = None
 
     async def open(self) -> None:
-        """Connect and migrate; a second call is a no-op so callers need not track state."""
+        """Connect, check and migrate; a second call is a no-op so callers need not track
+        state."""
         async with self._lock:
             if self._conn is None:
                 self._conn = await self._in_thread("open", self._connect)
@@ -192,44 +323,36 @@ class SqliteLedger:
                 await self._in_thread("close", conn.close)
 
     async def create(self, promotion: Promotion) -> None:
-        row = _promotion_row(promotion)
-        manifest = rules.dump_manifest(promotion)
-
-        def insert(conn: sqlite3.Connection) -> None:
-            if conn.execute("SELECT 1 FROM promotions WHERE id = ?", (promotion.id,)).fetchone():
-                raise rules.duplicate_promotion(promotion.id)
-            if promotion.active:
-                active = conn.execute(
-                    "SELECT id FROM promotions WHERE service = ? AND stage = ? "
-                    f"AND phase NOT IN ({_TERMINAL_MARKS}) ORDER BY created_at LIMIT 1",
-                    (promotion.service, promotion.stage, *_TERMINAL),
-                ).fetchone()
-                if active is not None:
-                    raise rules.active_conflict(promotion, active[0])
-            conn.execute(
-                "INSERT INTO promotions (service, stage, phase, created_at, updated_at, body, id) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
-            conn.execute(
-                "INSERT INTO manifests (promotion_id, body) VALUES (?, ?)", (promotion.id, manifest)
-            )
-
-        await self._write(f"create promotion {promotion.id!r}", insert)
+        await self.commit(Transaction(create=promotion))
 
     async def save(self, promotion: Promotion) -> None:
-        row = _promotion_row(promotion)
+        await self.commit(Transaction(save=promotion))
 
-        def update(conn: sqlite3.Connection) -> None:
-            cursor = conn.execute(
-                "UPDATE promotions SET service = ?, stage = ?, phase = ?, created_at = ?, "
-                "updated_at = ?, body = ? WHERE id = ?",
-                row,
+    async def commit(self, transaction: Transaction) -> Sequence[PromotionEvent]:
+        def write(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+            if transaction.create is not None:
+                _insert_promotion(conn, transaction.create)
+            if transaction.save is not None:
+                _update_promotion(conn, transaction.save)
+            if (popped := transaction.pop_stable) is not None:
+                _pop_stable(conn, popped.service, popped.stage, expected=popped)
+            if transaction.push_stable is not None:
+                _push_stable(conn, transaction.push_stable)
+            if transaction.traffic is not None:
+                _upsert_traffic(conn, transaction.traffic)
+            return [_append_event(conn, event) for event in transaction.events]
+
+        appended = await self._write(_describe(transaction), write)
+        return [
+            PromotionEvent(
+                e.promotion_id,
+                seq,
+                e.at,
+                e.kind,
+                rules.load(rules.event_what(e.promotion_id, e.kind), text),
             )
-            if cursor.rowcount == 0:
-                raise rules.unknown_promotion(promotion.id)
-
-        await self._write(f"save promotion {promotion.id!r}", update)
+            for e, (seq, text) in zip(transaction.events, appended, strict=True)
+        ]
 
     async def get(self, promotion_id: str) -> Promotion:
         found = await self._promotions(
@@ -315,23 +438,8 @@ class SqliteLedger:
     async def append_event(
         self, promotion_id: str, kind: str, data: dict[str, Any], at: float
     ) -> PromotionEvent:
-        what = f"event {kind!r} of promotion {promotion_id!r}"
-        text = rules.dump(what, data)
-
-        def append(conn: sqlite3.Connection) -> int:
-            _require_promotion(conn, promotion_id)
-            (seq,) = conn.execute(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE promotion_id = ?",
-                (promotion_id,),
-            ).fetchone()
-            conn.execute(
-                "INSERT INTO events (promotion_id, seq, at, kind, data) VALUES (?, ?, ?, ?, ?)",
-                (promotion_id, seq, at, kind, text),
-            )
-            return int(seq)
-
-        seq = await self._write(f"append {what}", append)
-        return PromotionEvent(promotion_id, seq, at, kind, rules.load(what, text))
+        (event,) = await self.commit(Transaction(events=(NewEvent(promotion_id, kind, data, at),)))
+        return event
 
     async def events(
         self, promotion_id: str, after: int = 0, limit: int | None = None
@@ -374,25 +482,7 @@ class SqliteLedger:
         await self._write(f"remember tag {artifact.name}:{tag}", remember)
 
     async def push_stable(self, release: StableRelease) -> None:
-        def push(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                f"INSERT INTO stable_history (idx, {_STABLE_COLUMNS}) "
-                "SELECT COALESCE(MAX(idx), 0) + 1, ?, ?, ?, ?, ?, ?, ? FROM stable_history "
-                "WHERE service = ? AND stage = ?",
-                (
-                    release.service,
-                    release.stage,
-                    str(release.artifact),
-                    release.upstream,
-                    release.promotion_id,
-                    release.promoted_at,
-                    release.version,
-                    release.service,
-                    release.stage,
-                ),
-            )
-
-        await self._write(f"push stable release of {release.service}/{release.stage}", push)
+        await self.commit(Transaction(push_stable=release))
 
     async def stable_history(self, service: str, stage: str) -> Sequence[StableRelease]:
         def select(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
@@ -406,38 +496,13 @@ class SqliteLedger:
         return [_stable_release(row) for row in rows]
 
     async def pop_stable(self, service: str, stage: str) -> StableRelease:
-        def pop(conn: sqlite3.Connection) -> tuple[Any, ...]:
-            (count,) = conn.execute(
-                "SELECT COUNT(*) FROM stable_history WHERE service = ? AND stage = ?",
-                (service, stage),
-            ).fetchone()
-            rules.check_can_pop(service, stage, count)
-            idx, *row = conn.execute(
-                f"SELECT idx, {_STABLE_COLUMNS} FROM stable_history "
-                "WHERE service = ? AND stage = ? ORDER BY idx DESC LIMIT 1",
-                (service, stage),
-            ).fetchone()
-            conn.execute(
-                "DELETE FROM stable_history WHERE service = ? AND stage = ? AND idx = ?",
-                (service, stage, idx),
-            )
-            return tuple(row)
-
-        row = await self._write(f"pop stable release of {service}/{stage}", pop)
-        return _stable_release(row)
+        return await self._write(
+            f"pop stable release of {service}/{stage}",
+            functools.partial(_pop_stable, service=service, stage=stage, expected=None),
+        )
 
     async def save_traffic(self, state: TrafficState) -> None:
-        what = f"traffic state of {state.service}/{state.stage}"
-        body = rules.dump(what, state.to_dict())
-
-        def upsert(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO traffic (service, stage, body) VALUES (?, ?, ?) "
-                "ON CONFLICT (service, stage) DO UPDATE SET body = excluded.body",
-                (state.service, state.stage, body),
-            )
-
-        await self._write(f"save {what}", upsert)
+        await self.commit(Transaction(traffic=state))
 
     async def traffic(self, service: str, stage: str) -> TrafficState | None:
         what = f"traffic state of {service}/{stage}"
@@ -505,22 +570,84 @@ class SqliteLedger:
         return f"{thing} in {self._path}"
 
     def _connect(self) -> sqlite3.Connection:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            self._path,
-            timeout=_BUSY_TIMEOUT_S,
-            isolation_level=None,  # transactions are explicit: see _in_transaction
-            check_same_thread=False,  # worker threads take turns under self._lock
-        )
+        """Open the file, creating it when absent; refuse one that is damaged or empty."""
+        if not self._path.exists():
+            self._create()
+        conn = self._sqlite_connect(self._path)
         try:
+            self._check_integrity(conn)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             _in_transaction(conn, self._migrate)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if exc.sqlite_errorname in _DAMAGE:
+                raise self._damaged(f"the file is damaged ({exc})") from exc
+            raise
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _create(self) -> None:
+        """A new ledger appears only complete: built beside the path, then linked into place
+        (never over a file another process created meanwhile). So an existing file without
+        promgate's schema is always damage, never a first start that was interrupted."""
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{self._path.name}.", dir=self._path.parent)
+        os.close(fd)
+        building = Path(name)
+        try:
+            conn = self._sqlite_connect(building)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                _in_transaction(conn, self._migrate)
+            finally:
+                conn.close()  # the last connection checkpoints: the file holds everything
+            with contextlib.suppress(FileExistsError):
+                os.link(building, self._path)
+        finally:
+            building.unlink(missing_ok=True)
+
+    def _check_integrity(self, conn: sqlite3.Connection) -> None:
+        """``PRAGMA quick_check`` and promgate's tables, before anything reads or writes."""
+        found = [str(row[0]) for row in conn.execute("PRAGMA quick_check").fetchall()]
+        if found != ["ok"]:
+            raise self._damaged("the integrity check failed: " + "; ".join(found[:5]))
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        tables = {
+            str(row[0])
+            for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        if version == 0 and not tables:
+            raise self._damaged(
+                f"the file is empty ({self._path.stat().st_size} bytes, no promgate schema), "
+                "but promgate creates a ledger with its schema in place"
+            )
+        missing = sorted(set(_TABLES) - tables)
+        if version <= SCHEMA_VERSION and missing:
+            raise self._damaged(f"the tables {', '.join(missing)} are missing")
+
+    def _damaged(self, what: str) -> LedgerError:
+        path = self._path
+        return LedgerError(
+            f"cannot open ledger {path}: {what}. promgate does not start on a damaged or "
+            "empty ledger, as it would forget every stage's stable release. To restore: stop "
+            f"promgate, move {path} and any -wal and -shm file beside it aside, and copy your "
+            f"latest backup to {path} (sqlite3 {path} '.backup FILE' makes one); without a "
+            f"backup, sqlite3 MOVED-FILE .recover | sqlite3 {path} salvages what is readable. "
+            "To start with an empty ledger on purpose, move the file aside and start again."
+        )
+
+    @staticmethod
+    def _sqlite_connect(path: Path) -> sqlite3.Connection:
+        return sqlite3.connect(
+            path,
+            timeout=_BUSY_TIMEOUT_S,
+            isolation_level=None,  # transactions are explicit: see _in_transaction
+            check_same_thread=False,  # worker threads take turns under self._lock
+        )
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Bring the file to SCHEMA_VERSION; inside the write lock, so two processes cannot race."""

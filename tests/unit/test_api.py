@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client.parser import text_string_to_metric_families
 
+from sidecar.actuators.proxy import ProxyActuator
 from sidecar.analysis.prometheus import NullMetricsSource
 from sidecar.api.app import build_api
 from sidecar.api.auth import Principal, Role, TokenTable
@@ -105,7 +106,7 @@ class Api:
     base_url: str
     session: aiohttp.ClientSession
     ledger: BrokenLedger
-    actuator: RecordingActuator
+    actuator: Any
 
     async def call(
         self, method: str, path: str, role: Role | None = Role.ADMIN, **kwargs: Any
@@ -150,9 +151,9 @@ class Api:
         await self.wait_phase(body["id"], "progressing")
         return str(body["id"])
 
-    async def awaiting_approval(self) -> str:
-        await self.promoted("fast")
-        status, body = await self.create("prod")
+    async def awaiting_approval(self, **fields: Any) -> str:
+        await self.promoted("fast", **fields)
+        status, body = await self.create("prod", **fields)
         assert status == 201, body
         await self.wait_phase(body["id"], "awaiting_approval")
         return str(body["id"])
@@ -176,12 +177,14 @@ class Parts:
 
     controller: Controller
     ledger: BrokenLedger
-    actuator: RecordingActuator
+    actuator: Any
     recorder: PrometheusRecorder
 
     @classmethod
-    async def build(cls, started: bool = True) -> Parts:
-        ledger, actuator, recorder = BrokenLedger(), RecordingActuator(), PrometheusRecorder()
+    async def build(cls, started: bool = True, actuator: Any = None) -> Parts:
+        """``actuator`` defaults to a RecordingActuator."""
+        ledger, recorder = BrokenLedger(), PrometheusRecorder()
+        actuator = actuator if actuator is not None else RecordingActuator()
         controller = Controller(
             EngineContext(
                 policy=parse_policy_text(POLICY, "test-policy"),
@@ -218,8 +221,10 @@ async def start_api(http_server: HttpServer) -> AsyncIterator[StartApi]:
     controllers: list[Controller] = []
     async with contextlib.AsyncExitStack() as stack:
 
-        async def start(tokens: TokenTable = TOKEN_TABLE, started: bool = True) -> Api:
-            parts = await Parts.build(started)
+        async def start(
+            tokens: TokenTable = TOKEN_TABLE, started: bool = True, actuator: Any = None
+        ) -> Api:
+            parts = await Parts.build(started, actuator)
             controllers.append(parts.controller)
             base_url = await http_server(parts.app(tokens))
             session = await stack.enter_async_context(aiohttp.ClientSession(base_url))
@@ -573,6 +578,94 @@ async def test_a_stage_rolls_back_to_its_previous_stable_digest(api: Api) -> Non
     assert [h["promotion_id"] for h in history["items"]] == [first["id"]]
     assert ("pat", "rollback", "demo/fast") in api.audit()
     assert (await api.call("POST", path, Role.PROMOTER))[0] == 404
+
+
+async def in_phase(api: Api, phase: str) -> str:
+    """The id of a promotion in ``phase``, each from its own release of the demo service."""
+    if phase == "awaiting_approval":
+        return await api.awaiting_approval(digest_char="c", tag="3.0.0", version="3.0.0")
+    if phase == "progressing":
+        return await api.progressing()
+    promotion_id = await api.progressing("fast" if phase == "promoted" else "dev")
+    if phase == "aborted":
+        assert (await api.call("POST", f"/v1/promotions/{promotion_id}/abort"))[0] == 200
+    await api.wait_phase(promotion_id, phase)
+    return promotion_id
+
+
+COMMAND_OUTCOMES = [
+    ("awaiting_approval", "approve", 200), ("awaiting_approval", "abort", 200),
+    ("awaiting_approval", "rollback", 409),
+    ("progressing", "approve", 409), ("progressing", "abort", 200),
+    ("progressing", "rollback", 200),
+    ("promoted", "approve", 409), ("promoted", "abort", 409), ("promoted", "rollback", 409),
+    ("aborted", "approve", 409), ("aborted", "abort", 409), ("aborted", "rollback", 409),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("phase", "command", "status"), COMMAND_OUTCOMES)
+async def test_each_command_in_each_phase_applies_or_is_409_naming_the_phase(
+    api: Api, phase: str, command: str, status: int
+) -> None:
+    """A command either applies (200, audited as applied) or is refused with a 409 whose
+    message names the phase, leaving the promotion as it was (audited as refused)."""
+    promotion_id = await in_phase(api, phase)
+    audited = list(api.audit())
+    attempts = list(api.attempts())
+    _, before, _ = await api.call("GET", f"/v1/promotions/{promotion_id}")
+    answered, body, _ = await api.call("POST", f"/v1/promotions/{promotion_id}/{command}")
+    assert answered == status, body
+    if status == 409:
+        assert error_of(body)["type"] == "ConflictError"
+        assert f"it is {phase}" in error_of(body)["message"]
+        assert api.audit() == audited
+        assert api.attempts() == [
+            *attempts,
+            (TOKENS[Role.ADMIN][0], command, promotion_id, "refused:409"),
+        ]
+        assert (await api.call("GET", f"/v1/promotions/{promotion_id}"))[1] == before
+    else:
+        assert api.audit() == [*audited, (TOKENS[Role.ADMIN][0], command, promotion_id)]
+
+
+async def test_a_refused_rollback_while_awaiting_approval_leaves_it_approvable(api: Api) -> None:
+    """Rolling back a promotion that awaits approval is 409 and changes nothing, so a
+    later approval (200) moves it on to promoted."""
+    promotion_id = await api.awaiting_approval()
+    status, body, _ = await api.call("POST", f"/v1/promotions/{promotion_id}/rollback")
+    assert status == 409, body
+    assert "awaiting_approval" in error_of(body)["message"]
+    assert "abort it instead" in error_of(body)["message"]
+    status, approved, _ = await api.call(
+        "POST", f"/v1/promotions/{promotion_id}/approve", Role.APPROVER
+    )
+    assert status == 200 and approved["approved_by"] == "amy"
+    assert (await api.wait_phase(promotion_id, "promoted"))["approved_by"] == "amy"
+    assert [a for a in api.audit() if a[2] == promotion_id] == [
+        ("pat", "create", promotion_id),
+        ("amy", "approve", promotion_id),
+    ]
+
+
+async def test_the_proxy_refuses_a_promotion_it_could_never_route(start_api: StartApi) -> None:
+    """Under the built-in proxy, a candidate without an upstream, or a stage without a
+    listener, is a 400 naming the field, and nothing is stored; a routable one is created."""
+    proxy = ProxyActuator({"dev": ("127.0.0.1", 0)})
+    await proxy.start()
+    try:
+        api = await start_api(actuator=proxy)
+        status, body = await api.create("dev")
+        assert status == 400, body
+        assert paths(body) == {"upstream"}
+        assert "no upstream" in error_of(body)["problems"][0]["message"]
+        body = {"manifest": manifest(), "stage": "fast", "upstream": "http://127.0.0.1:9001"}
+        status, refused, _ = await api.call("POST", "/v1/promotions", json=body)
+        assert status == 400 and paths(refused) == {"stage"}, refused
+        assert (await api.call("GET", "/v1/promotions"))[1]["items"] == []
+        status, created, _ = await api.call("POST", "/v1/promotions", json={**body, "stage": "dev"})
+        assert status == 201, created
+    finally:
+        await proxy.close()
 
 
 # --- failures behind the API ------------------------------------------------------------

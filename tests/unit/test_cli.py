@@ -280,6 +280,36 @@ def test_policy_check_lists_every_problem_with_file_path_and_fix(tmp_path: Path)
     assert any("maxVsBase: unknown field" in line for line in lines)
 
 
+async def test_serve_refuses_an_empty_ledger_file_with_how_to_restore(tmp_path: Path) -> None:
+    """``promgate serve`` on a ledger file that exists but is empty exits 2 with one line
+    naming the file, what is wrong and how to restore it, and never listens."""
+    ledger = tmp_path / "ledger.db"
+    ledger.write_bytes(b"")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROMGATE_")}
+    env.update(
+        PROMGATE_POLICY=str(Path(__file__).parents[2] / "examples" / "policy.yaml"),
+        PROMGATE_LISTEN=f"127.0.0.1:{free_port()}",
+        PROMGATE_LEDGER_PATH=str(ledger),
+        PROMGATE_ACTUATOR="none",
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sidecar.cli", "serve", env=env, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:  # it served instead of refusing: stop it
+            process.kill()
+            await process.wait()
+    message = stderr.decode()
+    assert process.returncode == 2, message
+    assert "Traceback" not in message
+    assert f"promgate: cannot open ledger {ledger}: the file is empty (0 bytes" in message
+    assert "backup" in message and ".recover" in message
+    assert ledger.read_bytes() == b""
+
+
 def test_schema_manifest_is_json_schema_requiring_the_artifact() -> None:
     result = CliRunner().invoke(cli, ["schema", "manifest"])
     assert result.exit_code == 0

@@ -9,7 +9,10 @@ tests over (the one place here that reads a real Prometheus, for counts to save)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -17,12 +20,30 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from sidecar.analysis.judge import StepCounts
 from sidecar.analysis.prometheus import MetricsSource, NullMetricsSource, PrometheusSource
-from sidecar.domain.promotion import Phase, Promotion, PromotionEvent
+from sidecar.domain.artifact import ArtifactRef
+from sidecar.domain.promotion import (
+    COMMAND_PHASES,
+    COMMAND_TARGETS,
+    Command,
+    Phase,
+    Promotion,
+    PromotionEvent,
+    can_transition,
+    command_refusal,
+)
 from sidecar.engine.clock import Clock, SystemClock
 from sidecar.engine.context import EngineContext
 from sidecar.engine.controller import Controller
 from sidecar.engine.runner import EVIDENCE, PromotionRunner
-from sidecar.errors import ActuationError, MetadataGateError, NotFoundError, StageOrderError
+from sidecar.errors import (
+    ActuationError,
+    ConflictError,
+    MetadataGateError,
+    NotFoundError,
+    Problem,
+    RequestError,
+    StageOrderError,
+)
 from sidecar.ledger.memory import MemoryLedger
 from sidecar.localrun import wait_until
 from sidecar.telemetry.metrics import PrometheusRecorder
@@ -382,3 +403,465 @@ async def test_evaluations_save_the_evidence_and_a_restart_resumes_it(
     since = judged_requests([e for e in events if e.seq > resumed_at])
     assert since, "no window judged after the restart"
     assert after.candidate_total == pytest.approx(before.candidate_total + sum(since))
+
+
+# --- crashes in the final step ------------------------------------------------------------
+
+LEDGER_WRITES = frozenset(
+    {"create", "save", "commit", "append_event", "remember_tag", "push_stable", "pop_stable",
+     "save_traffic", "audit"}
+)  # fmt: skip
+
+
+class Crash(Exception):
+    """The process died here: nothing after this point runs."""
+
+
+class CrashingLedger:
+    """Wraps a ledger; once ``arm`` is called, the ``crash_after``-th write after it lands
+    and then the process "dies": that and every later call raises :class:`Crash`."""
+
+    def __init__(self, inner: Any, crash_after: int) -> None:
+        self.inner = inner
+        self.crash_after = crash_after
+        self.writes_after_arming: int | None = None
+        self.dead = False
+
+    def arm(self) -> None:
+        if self.writes_after_arming is None:
+            self.writes_after_arming = 0
+            self._maybe_die()
+
+    def _maybe_die(self) -> None:
+        if self.writes_after_arming == self.crash_after:
+            self.dead = True
+            raise Crash(f"after {self.crash_after} write(s) following the final actuation")
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if self.dead:
+                raise Crash("the process is dead")
+            result = await method(*args, **kwargs)
+            if name in LEDGER_WRITES and self.writes_after_arming is not None:
+                self.writes_after_arming += 1
+                self._maybe_die()
+            return result
+
+        return call
+
+
+class FinalStepActuator(RecordingActuator):
+    """Records applied states into ``seen`` (the receiver's view, across restarts) and arms
+    the ledger's crash when the final split (``digest`` at 100%) is applied; with
+    ``before`` it dies instead of applying it."""
+
+    def __init__(self, seen: list[Any], digest: str, ledger: CrashingLedger | None, before: bool):
+        super().__init__()
+        self.seen, self.digest, self.ledger, self.before = seen, digest, ledger, before
+
+    async def apply(self, state: Any) -> None:
+        final = any(b.digest == self.digest and b.weight == 100 for b in state.backends)
+        if final and self.ledger is not None and self.before:
+            self.ledger.dead = True
+            raise Crash("before the final actuation")
+        await super().apply(state)
+        self.seen.append(state)
+        if final and self.ledger is not None:
+            self.ledger.arm()
+
+
+def build_on(ledger: Any, actuator: RecordingActuator, clock: Clock) -> Controller:
+    ctx = EngineContext(
+        policy=policy(),
+        ledger=ledger,
+        actuator=actuator,
+        source=NullMetricsSource(),
+        recorder=PrometheusRecorder(),
+        tracer=TracerProvider().get_tracer("test"),
+        clock=clock,
+    )
+    return Controller(ctx)
+
+
+async def sqlite_ledger(tmp_path: Any) -> Any:
+    from sidecar.ledger.sqlite import SqliteLedger  # noqa: PLC0415
+
+    ledger = SqliteLedger(tmp_path / "ledger.db")
+    await ledger.open()
+    return ledger
+
+
+KILL_POINTS = [
+    pytest.param(True, 0, id="before-the-final-actuation"),
+    *(pytest.param(False, n, id=f"after-it-and-{n}-ledger-writes") for n in range(4)),
+]
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+@pytest.mark.parametrize(("before", "crash_after"), KILL_POINTS)
+async def test_a_crash_anywhere_in_the_final_step_keeps_stable_history_true_to_traffic(
+    kind: str, before: bool, crash_after: int, tmp_path: Any
+) -> None:
+    """Killed before the final actuation, right after it, or after any ledger write that
+    follows it: after a restart the stage's stable digest is the one the last applied split
+    sends everything to, the promotion ends promoted with its actuation recorded once, and
+    the next canary compares with that release."""
+    inner = MemoryLedger() if kind == "memory" else await sqlite_ledger(tmp_path)
+    clock, seen = FakeClock(), []
+    stable_digest, candidate_digest = (manifest(digest_char=c)["artifact"].split("@")[1]
+                                       for c in "ab")  # fmt: skip
+
+    setup = build_on(inner, FinalStepActuator(seen, candidate_digest, None, False), clock)
+    await first_release(setup, "qa")
+    await setup.stop()
+    ledger = CrashingLedger(inner, crash_after)
+    crashing = build_on(ledger, FinalStepActuator(seen, candidate_digest, ledger, before), clock)
+    candidate = await crashing.create(release("b", "1.1.0"), "qa", upstream="http://127.0.0.1:9002")
+    with contextlib.suppress(Crash):
+        await asyncio.wait_for(crashing.wait_finished(candidate.id), 10)
+    await crashing.stop()
+
+    restarted = build_on(inner, FinalStepActuator(seen, candidate_digest, None, False), clock)
+    await restarted.start()
+    done = await asyncio.wait_for(restarted.wait_finished(candidate.id), 10)
+    assert done.phase is Phase.PROMOTED, done
+    (last_applied_to_all,) = [b.digest for b in seen[-1].backends if b.weight == 100]
+    assert last_applied_to_all == candidate_digest
+    history = await inner.stable_history("demo", "qa")
+    assert [h.artifact.digest for h in history] == [stable_digest, candidate_digest]
+    final_actuations = [
+        e for e in await inner.events(candidate.id)
+        if e.kind == "actuation" and e.data["sequence"] == done.actuation_seq
+    ]  # fmt: skip
+    assert len(final_actuations) == 1, final_actuations
+    following = await restarted.create(
+        release("c", "1.2.0"), "qa", upstream="http://127.0.0.1:9003"
+    )
+    assert following.baseline == done.artifact
+    assert {b.digest: b.weight for b in seen[-1].backends} == {
+        candidate_digest: 50,
+        following.artifact.digest: 50,
+    }
+    await restarted.stop()
+    if kind == "sqlite":
+        await inner.close()
+
+
+async def test_a_start_puts_back_a_stable_release_whose_split_was_recorded_without_it() -> None:
+    """A ledger that recorded the promoted split but not the stable release (as one written
+    by an earlier version could be, after a crash) is repaired at start, once."""
+    ledger = MemoryLedger()
+    controller, _ = build(ledger, FakeClock())
+    await first_release(controller, "qa")
+    v2 = await controller.create(release("b", "1.1.0"), "qa", upstream="http://127.0.0.1:9002")
+    assert (await controller.wait_finished(v2.id)).phase is Phase.PROMOTED
+    await controller.stop()
+    await ledger.pop_stable("demo", "qa")  # what the crash lost
+
+    for _ in range(2):  # repeated starts repair once
+        restarted, actuator = build(ledger, FakeClock())
+        await restarted.start()
+        assert actuator.applied == []
+        await restarted.stop()
+    history = await ledger.stable_history("demo", "qa")
+    assert [h.promotion_id for h in history][-1] == v2.id and len(history) == 2
+
+
+# --- people's commands in every phase ------------------------------------------------------
+
+APPLIES = {
+    (Command.APPROVE, Phase.AWAITING_APPROVAL): Phase.AWAITING_APPROVAL,  # the engine moves on
+    **{(Command.ABORT, phase): Phase.ABORTED for phase in COMMAND_PHASES[Command.ABORT]},
+    (Command.ROLLBACK, Phase.PROGRESSING): Phase.ROLLED_BACK,
+    (Command.ROLLBACK, Phase.POST_PROMOTION): Phase.ROLLED_BACK,
+}
+
+
+async def stored_in(phase: Phase) -> tuple[Controller, MemoryLedger, RecordingActuator, Promotion]:
+    """A controller whose runners do not run, and a v1.1.0 promotion stored in ``phase``
+    behind a promoted v1.0.0."""
+    ledger = MemoryLedger()
+    controller, actuator = build(ledger, FakeClock())
+    stable = await first_release(controller)
+    promotion = Promotion(
+        id="p-" + phase.value,
+        service="demo",
+        stage="staging",
+        artifact=ArtifactRef.parse(release("b", "1.1.0")["artifact"]),
+        version="1.1.0",
+        policy_version="7",
+        strategy="canary",
+        candidate_upstream="http://127.0.0.1:9002",
+        manifest={},
+        created_at=1.0,
+        phase=phase,
+        weight=20 if phase is Phase.PROGRESSING else 0,
+        baseline=stable.artifact,
+        baseline_upstream=stable.candidate_upstream,
+        actuation_seq=1 if phase in (Phase.PROGRESSING, Phase.POST_PROMOTION) else 0,
+    )
+    await ledger.create(promotion)
+    actuator.applied.clear()
+    return controller, ledger, actuator, promotion
+
+
+async def command(controller: Controller, which: Command, promotion_id: str) -> Promotion:
+    if which is Command.APPROVE:
+        return await controller.approve(promotion_id, "alice")
+    return await controller.abort(promotion_id, "alice", rollback=which is Command.ROLLBACK)
+
+
+@pytest.mark.parametrize("phase", list(Phase), ids=str)
+@pytest.mark.parametrize("which", list(Command), ids=str)
+async def test_every_command_in_every_phase_applies_or_is_a_conflict_naming_the_phase(
+    which: Command, phase: Phase
+) -> None:
+    """Each (command, phase) either applies, or is refused with a 409 that names the phase
+    before anything changes: no saved state, no traffic. (The API audits both outcomes.)"""
+    controller, ledger, actuator, promotion = await stored_in(phase)
+    target = APPLIES.get((which, phase))
+    if target is None:
+        with pytest.raises(ConflictError, match=rf"cannot {which} .* it is {phase}") as refused:
+            await command(controller, which, promotion.id)
+        assert command_refusal(which, phase, None) in str(refused.value)
+        assert await ledger.get(promotion.id) == promotion
+        assert actuator.applied == []
+        return
+    done = await command(controller, which, promotion.id)
+    assert done.phase is target
+    assert await ledger.get(promotion.id) == done
+    if target in (Phase.ABORTED, Phase.ROLLED_BACK):
+        assert [[(b.role, b.weight) for b in s.backends] for s in actuator.applied] == [
+            [("stable", 100)]
+        ]
+    else:
+        assert done.approved_by == "alice" and actuator.applied == []
+
+
+def test_the_command_table_only_asks_for_allowed_transitions() -> None:
+    for which, phases in COMMAND_PHASES.items():
+        for phase in phases:
+            target = COMMAND_TARGETS.get(which)
+            assert target is None or can_transition(phase, target), (which, phase)
+        assert not any(phase.terminal for phase in phases)
+
+
+async def test_a_refused_rollback_leaves_an_awaiting_promotion_that_approval_moves_on() -> None:
+    """Rolling back a promotion that awaits approval is a conflict that changes nothing: its
+    runner still waits, so a later approval promotes it."""
+    ledger = MemoryLedger()
+    controller, _ = build(ledger, SystemClock(), interval="1m", approval=True)
+    waiting = await controller.create(
+        release("a", "1.0.0"), "staging", upstream="http://127.0.0.1:9001"
+    )
+    with pytest.raises(ConflictError, match=r"awaiting_approval.*abort it instead"):
+        await controller.abort(waiting.id, "bob", rollback=True)
+    await controller.approve(waiting.id, "amy")
+    with pytest.raises(ConflictError, match=r"already approved by amy|already ended"):
+        await controller.approve(waiting.id, "amy")
+    done = await asyncio.wait_for(controller.wait_finished(waiting.id), 5)
+    assert (done.phase, done.approved_by) == (Phase.PROMOTED, "amy")
+    await controller.stop()
+
+
+async def test_aborting_a_first_release_that_awaits_approval_routes_nothing() -> None:
+    """With no stable release to go back to, an abort before approval moves no traffic
+    (before, it sent everything to the release it aborted)."""
+    ledger = MemoryLedger()
+    controller, actuator = build(ledger, SystemClock(), interval="1m", approval=True)
+    waiting = await controller.create(
+        release("a", "1.0.0"), "staging", upstream="http://127.0.0.1:9001"
+    )
+    aborted = await controller.abort(waiting.id, "bob")
+    assert aborted.phase is Phase.ABORTED
+    assert actuator.applied == []
+    assert await ledger.stable_history("demo", "staging") == []
+    await controller.stop()
+
+
+# --- actuations that fail for good, and ones that may recover -------------------------------
+
+
+class CountingActuator(RecordingActuator):
+    """Counts every apply, failed ones too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts = 0
+
+    async def apply(self, state: Any) -> None:
+        self.attempts += 1
+        await super().apply(state)
+
+
+def counting(ledger: MemoryLedger, **policy_options: Any) -> tuple[Controller, CountingActuator]:
+    actuator = CountingActuator()
+    controller = build_on(ledger, actuator, FakeClock())
+    controller.ctx.policy = policy(**policy_options)
+    return controller, actuator
+
+
+def failure_logs(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """Each "actuation failed" record once, whichever handlers saw it."""
+    unique = {id(r): r for r in caplog.records if r.getMessage() == "actuation failed"}
+    return list(unique.values())
+
+
+@pytest.fixture
+def engine_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Captures the engine's logs also where promgate's logger does not propagate."""
+    logger = logging.getLogger("promgate")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+async def test_a_permanently_refused_actuation_is_never_retried(
+    engine_logs: pytest.LogCaptureFixture,
+) -> None:
+    """A state the actuator refuses for good is tried once, logged and recorded once, and
+    the retrier leaves it alone however often it runs."""
+    ledger = MemoryLedger()
+    controller, actuator = counting(ledger)
+    actuator.error = ActuationError("receiver refused the state with HTTP 400", permanent=True)
+    done = await first_release(controller)
+    assert done.phase is Phase.PROMOTED and actuator.attempts == 1
+    for hours in range(1, 6):
+        await controller.retry_due(time.monotonic() + 3600 * hours)
+    assert actuator.attempts == 1
+    events = [e for e in await ledger.events(done.id) if e.kind == "actuation_failed"]
+    assert [(e.data["sequence"], e.data["permanent"]) for e in events] == [(1, True)]
+    assert len(failure_logs(engine_logs)) == 1
+    assert await ledger.stable_history("demo", "staging") == []  # it never served
+    await controller.stop()
+
+
+async def test_a_transient_failure_is_retried_with_a_bounded_backoff_and_logged_once(
+    engine_logs: pytest.LogCaptureFixture,
+) -> None:
+    """Each failed retry doubles the wait up to a bound; the failure is logged once per
+    state, not at every retry; once the actuator recovers, the state applies."""
+    ledger = MemoryLedger()
+    controller, actuator = counting(ledger)
+    actuator.error = ActuationError("receiver unreachable")
+    done = await first_release(controller)
+    waits = []
+    for _ in range(8):
+        failed = controller.ctx.unapplied[done.id]
+        waits.append(round(failed.retry_at - time.monotonic()))
+        await controller.retry_due(time.monotonic())  # not due yet: nothing is tried
+        await controller.retry_due(failed.retry_at)
+    assert waits == [2, 4, 8, 16, 32, 60, 60, 60]
+    assert actuator.attempts == 1 + 8
+    assert len(failure_logs(engine_logs)) == 1
+    assert len([e for e in await ledger.events(done.id) if e.kind == "actuation_failed"]) == 1
+    actuator.error = None
+    await controller.retry_due(controller.ctx.unapplied[done.id].retry_at)
+    assert done.id not in controller.ctx.unapplied
+    assert [h.promotion_id for h in await ledger.stable_history("demo", "staging")] == [done.id]
+    await controller.stop()
+
+
+async def test_a_superseded_failed_actuation_is_dropped_not_retried() -> None:
+    """Once a newer promotion owns the stage's traffic, an older one's failed split is
+    never sent: it would take the traffic back."""
+    ledger = MemoryLedger()
+    controller, actuator = counting(ledger)
+    actuator.error = ActuationError("receiver unreachable")
+    first = await first_release(controller, "qa")
+    actuator.error = None
+    second = await controller.create(release("b", "1.1.0"), "qa", upstream="http://127.0.0.1:9002")
+    await controller.wait_finished(second.id)
+    attempts = actuator.attempts
+    await controller.retry_due(time.monotonic() + 3600)
+    assert actuator.attempts == attempts and first.id not in controller.ctx.unapplied
+    await controller.stop()
+
+
+async def test_an_active_promotion_whose_split_is_refused_for_good_is_aborted() -> None:
+    """A canary whose next split the actuator refuses permanently cannot go on: it ends
+    aborted (traffic back to stable) instead of retrying at every interval forever."""
+    ledger = MemoryLedger()
+    controller, actuator = counting(ledger)
+    await first_release(controller)
+    actuator.error = ActuationError("no listener for stage", permanent=True)
+    candidate = await controller.create(
+        release("b", "1.1.0"), "staging", upstream="http://127.0.0.1:9002"
+    )
+    done = await asyncio.wait_for(controller.wait_finished(candidate.id), 5)
+    assert done.phase is Phase.ABORTED
+    assert "refuses this promotion's traffic state: no listener for stage" in done.reason
+    assert actuator.attempts <= 4
+    await controller.stop()
+
+
+async def test_the_actuators_problems_refuse_a_release_before_anything_is_stored() -> None:
+    """What the actuator says it needs (an upstream, a listener) refuses the release as bad
+    input, naming the field, and stores nothing."""
+    ledger = MemoryLedger()
+    controller, actuator = build(ledger, FakeClock())
+    actuator.problems = [Problem("upstream", "the candidate has no upstream", "give one")]
+    with pytest.raises(RequestError) as refused:
+        await controller.create(release("a", "1.0.0"), "staging")
+    assert [p.path for p in refused.value.problems] == ["upstream"]
+    assert await ledger.list() == [] and actuator.applied == []
+    await controller.stop()
+
+
+class SlowPromotedSave(MemoryLedger):
+    """Saves a promotion as promoted only once ``go`` is set, finishing the save even when
+    the caller is cancelled meanwhile, as the SQLite ledger finishes a write in its thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saving, self.go = asyncio.Event(), asyncio.Event()
+
+    async def commit(self, transaction: Any) -> Any:
+        saved = transaction.save
+        if saved is None or saved.phase is not Phase.PROMOTED or saved.baseline is None:
+            return await super().commit(transaction)
+
+        async def save_when_told() -> Any:
+            self.saving.set()
+            await self.go.wait()
+            return await MemoryLedger.commit(self, transaction)
+
+        future = asyncio.ensure_future(save_when_told())
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            await asyncio.wait({future})
+            raise
+
+
+async def test_an_abort_that_stops_a_runner_as_it_promotes_finishes_the_promoted_split() -> None:
+    """An abort whose cancel lands while the runner's save of "promoted" is under way is
+    refused (the promotion has ended), and the promoted split the cancel cut short is
+    applied and recorded, not left for a restart."""
+    ledger = SlowPromotedSave()
+    actuator = RecordingActuator()
+    controller = build_on(ledger, actuator, FakeClock())
+    await first_release(controller, "qa")
+    candidate = await controller.create(
+        release("b", "1.1.0"), "qa", upstream="http://127.0.0.1:9002"
+    )
+    await asyncio.wait_for(ledger.saving.wait(), 5)
+    runner = controller._tasks[candidate.id]
+    abort = asyncio.create_task(controller.abort(candidate.id, "bob"))
+
+    async def cancelling() -> bool:
+        return runner.cancelling() > 0
+
+    await wait_until(cancelling, 5, what="the runner to be cancelled", interval_s=0.001)
+    ledger.go.set()
+    with pytest.raises(ConflictError, match="it is promoted; it has already ended"):
+        await abort
+    assert [(b.digest, b.weight) for b in actuator.applied[-1].backends] == [
+        (candidate.artifact.digest, 100)
+    ]
+    history = await ledger.stable_history("demo", "qa")
+    assert history[-1].promotion_id == candidate.id
+    await controller.stop()

@@ -22,7 +22,7 @@ from sidecar.errors import (
     SettingsError,
     TagMutationError,
 )
-from sidecar.ledger.base import AuditEntry, Ledger
+from sidecar.ledger.base import AuditEntry, Ledger, NewEvent, Transaction
 from sidecar.ledger.factory import build_ledger
 from sidecar.ledger.memory import MemoryLedger
 from sidecar.ledger.sqlite import _MIGRATIONS as SQLITE_MIGRATIONS
@@ -367,6 +367,110 @@ async def test_the_manifest_is_kept_across_saves(ledger: Ledger) -> None:
     assert [p.manifest for p in await ledger.list()] == [original.manifest]
 
 
+async def test_commit_lands_every_write_together(ledger: Ledger) -> None:
+    """A state change and its consequences are one write: all of them are there after it."""
+    await ledger.create(promotion("p1", phase=Phase.PROGRESSING))
+    promoted = (await ledger.get("p1")).evolve(phase=Phase.PROMOTED, weight=100)
+    state = traffic_state()
+    appended = await ledger.commit(
+        Transaction(
+            save=promoted,
+            push_stable=release(DIGEST_A, "p1"),
+            traffic=state,
+            events=(
+                NewEvent("p1", "promoted", {"w": 100}, 5.0),
+                NewEvent("p1", "actuation", {}, 6.0),
+            ),
+        )
+    )
+    assert [(e.seq, e.kind, e.data) for e in appended] == [
+        (1, "promoted", {"w": 100}),
+        (2, "actuation", {}),
+    ]
+    assert await ledger.get("p1") == promoted
+    assert list(await ledger.stable_history("checkout", "prod")) == [release(DIGEST_A, "p1")]
+    assert await ledger.traffic("checkout", "prod") == state
+    assert list(await ledger.events("p1")) == list(appended)
+
+
+@pytest.mark.parametrize(
+    "refused",
+    [
+        pytest.param(Transaction(events=(NewEvent("nope", "step", {}, 1.0),)), id="unknown-id"),
+        pytest.param(Transaction(save=promotion("nope")), id="unknown-promotion"),
+        pytest.param(Transaction(create=promotion("p2")), id="active-conflict"),
+        pytest.param(
+            Transaction(events=(NewEvent("p1", "step", {"x": object()}, 1.0),)), id="not-json"
+        ),
+        pytest.param(Transaction(pop_stable=release(DIGEST_A, "p0")), id="stale-pop"),
+    ],
+)
+async def test_a_refused_write_cancels_the_whole_commit(
+    ledger: Ledger, refused: Transaction
+) -> None:
+    """Whatever write of a transaction is refused, none of its other writes lands."""
+    await ledger.create(promotion("p1"))
+    await ledger.push_stable(release(DIGEST_A, "p0"))
+    await ledger.push_stable(release(DIGEST_B, "p1"))
+    before = (
+        await ledger.list(),
+        list(await ledger.stable_history("checkout", "prod")),
+        await ledger.all_traffic(),
+        await ledger.events("p1"),
+    )
+    others = Transaction(
+        save=promotion("p1", phase=Phase.PROGRESSING),
+        push_stable=release(DIGEST_C, "p1"),
+        traffic=traffic_state(),
+        events=(NewEvent("p1", "step", {}, 2.0),),
+    )
+    combined = Transaction(
+        create=refused.create,
+        save=refused.save or others.save,
+        pop_stable=refused.pop_stable,
+        push_stable=others.push_stable,
+        traffic=others.traffic,
+        events=(*others.events, *refused.events),
+    )
+    with pytest.raises((NotFoundError, ConflictError, LedgerError)):
+        await ledger.commit(combined)
+    after = (
+        await ledger.list(),
+        list(await ledger.stable_history("checkout", "prod")),
+        await ledger.all_traffic(),
+        await ledger.events("p1"),
+    )
+    assert after == before
+
+
+async def test_a_repeated_stable_push_adds_nothing(ledger: Ledger) -> None:
+    """Pushing the digest that is already the newest stable one (a push repeated after a
+    crash, or a stage rolled back onto it) leaves the history as it is."""
+    await ledger.push_stable(release(DIGEST_A, "p1"))
+    await ledger.push_stable(release(DIGEST_B, "p2"))
+    await ledger.push_stable(release(DIGEST_B, "p2"))
+    await ledger.commit(Transaction(push_stable=release(DIGEST_B, "rollback-record")))
+    assert [r.promotion_id for r in await ledger.stable_history("checkout", "prod")] == [
+        "p1",
+        "p2",
+    ]
+    await ledger.push_stable(release(DIGEST_A, "p3"))  # an older digest again is a new entry
+    assert [r.promotion_id for r in await ledger.stable_history("checkout", "prod")] == [
+        "p1",
+        "p2",
+        "p3",
+    ]
+
+
+async def test_a_rollback_pops_only_the_release_it_read_as_newest(ledger: Ledger) -> None:
+    await ledger.push_stable(release(DIGEST_A, "p1"))
+    await ledger.push_stable(release(DIGEST_B, "p2"))
+    record = promotion("r1", phase=Phase.PROMOTED)
+    await ledger.commit(Transaction(create=record, pop_stable=release(DIGEST_B, "p2")))
+    assert [r.promotion_id for r in await ledger.stable_history("checkout", "prod")] == ["p1"]
+    assert await ledger.get("r1") == record
+
+
 async def test_open_is_idempotent(ledger: Ledger) -> None:
     await ledger.open()
     await ledger.create(promotion("p1"))
@@ -590,3 +694,91 @@ async def test_sqlite_opens_a_version_1_ledger_and_moves_its_manifests(tmp_path:
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert "s3cret" not in str(conn.execute("SELECT * FROM promotions").fetchall())
     conn.close()
+
+
+# --- SQLite integrity at start --------------------------------------------------------
+
+
+async def filled_ledger(path: Path, events: int = 400) -> None:
+    """A real ledger with a promotion, a long event log, stable history and traffic."""
+    ledger = SqliteLedger(path)
+    await ledger.open()
+    await ledger.create(promotion("p1"))
+    for n in range(events):
+        await ledger.append_event("p1", "verdict", {"n": n, "pad": "x" * 200}, float(n))
+    await ledger.push_stable(release(DIGEST_A, "p0"))
+    await ledger.save_traffic(traffic_state())
+    await ledger.close()
+
+
+def smash_middle_page(path: Path) -> None:
+    size = path.stat().st_size
+    page = 4096
+    assert size >= 20 * page, f"the ledger has only {size} bytes"
+    with path.open("r+b") as file:
+        file.seek((size // page // 2) * page)
+        file.write(b"\xde\xad\xbe\xef" * (page // 4))
+
+
+def truncate_to_half(path: Path) -> None:
+    size = path.stat().st_size
+    with path.open("r+b") as file:
+        file.truncate(size // 2 // 4096 * 4096 + 100)
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        pytest.param(lambda path: path.write_bytes(b""), id="zero-bytes"),
+        pytest.param(smash_middle_page, id="page-smashed-in-the-middle"),
+        pytest.param(truncate_to_half, id="truncated"),
+        pytest.param(lambda path: path.write_bytes(b"not a database " * 400), id="not-sqlite"),
+    ],
+)
+async def test_sqlite_refuses_to_open_a_damaged_or_empty_ledger(tmp_path: Path, spoil: Any) -> None:
+    """An existing ledger that is empty or fails its integrity check is refused with the
+    path, what is wrong and how to restore it, and the file is left as it was."""
+    path = tmp_path / "ledger.db"
+    await filled_ledger(path)
+    spoil(path)
+    spoiled = path.read_bytes()
+    ledger = SqliteLedger(path)
+    with pytest.raises(LedgerError) as refused:
+        await ledger.open()
+    message = str(refused.value)
+    for part in (f"cannot open ledger {path}", "does not start", "backup", ".recover", "aside"):
+        assert part in message, message
+    assert path.read_bytes() == spoiled
+    with pytest.raises(LedgerError, match="not open"):
+        await ledger.get("p1")
+
+
+async def test_sqlite_starts_empty_where_no_ledger_is_yet(tmp_path: Path) -> None:
+    """A path with no file is a first start: the ledger is created, with nothing left beside it."""
+    path = tmp_path / "new" / "ledger.db"
+    ledger = SqliteLedger(path)
+    await ledger.open()
+    assert await ledger.list() == []
+    await ledger.close()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["ledger.db"]
+    reopened = SqliteLedger(path)
+    await reopened.open()  # the new file has its schema, so it is not "unexpectedly empty"
+    await reopened.close()
+
+
+async def test_sqlite_opens_a_healthy_ledger_after_an_unclean_stop(tmp_path: Path) -> None:
+    """A ledger left with its WAL (as a killed process leaves it) passes the check."""
+    path = tmp_path / "ledger.db"
+    await filled_ledger(path, events=5)
+    ledger = SqliteLedger(path)
+    await ledger.open()
+    await ledger.append_event("p1", "step", {}, 9.0)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("ledger.db", "ledger.db-wal"):  # the files as they are while it runs
+        (copy / name).write_bytes((tmp_path / name).read_bytes())
+    await ledger.close()
+    survivor = SqliteLedger(copy / "ledger.db")
+    await survivor.open()
+    assert (await survivor.events("p1"))[-1].kind == "step"
+    await survivor.close()

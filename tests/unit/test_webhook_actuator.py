@@ -139,9 +139,10 @@ async def test_gives_up_after_the_configured_attempts(
     receiver: Receiver, actuator: WebhookActuator
 ) -> None:
     receiver.statuses = [500]
-    with pytest.raises(ActuationError, match=r"after 3 attempt\(s\): HTTP 500"):
+    with pytest.raises(ActuationError, match=r"after 3 attempt\(s\): HTTP 500") as caught:
         await actuator.apply(STATE)
     assert len(receiver.requests) == 3
+    assert not caught.value.permanent  # the receiver may recover: worth a later retry
 
 
 async def test_409_means_already_applied(receiver: Receiver, actuator: WebhookActuator) -> None:
@@ -164,6 +165,7 @@ async def test_400_fails_at_once_without_leaking_the_secret(
     assert SECRET.decode() not in message
     assert SECRET.decode() not in repr(actuator)
     assert len(receiver.requests) == 1
+    assert caught.value.permanent  # the receiver refuses the state itself: never resend it
 
 
 async def test_timeout_is_retried_then_reported(receiver: Receiver) -> None:
