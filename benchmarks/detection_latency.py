@@ -32,13 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidecar.client import ApiClient
+from sidecar.client import TERMINAL_KINDS, ApiClient
 from sidecar.demo import demo_digest, demo_manifest
 from sidecar.domain.policy import Analysis, load_policy
 from sidecar.errors import PromgateError
 from sidecar.localrun import wait_until
 from sidecar.localstack import ROOT, LocalStack
-from sidecar.progress import TERMINAL_KINDS
 
 POLICY = Path(__file__).resolve().with_name("latency-policy.yaml")
 REFERENCE_POLICY = ROOT / "examples" / "policy.yaml"

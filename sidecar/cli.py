@@ -19,12 +19,20 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from sidecar.client import ApiClient, Json
-from sidecar.errors import InputError, PolicyError, PromgateError, RefusedError
+from sidecar.client import RECONNECT_S, ApiClient, Json
+from sidecar.errors import (
+    ConflictError,
+    InputError,
+    PolicyError,
+    PromgateError,
+    RefusedError,
+    UnreachableError,
+)
 from sidecar.progress import follow, outcome_exit_code
 from sidecar.telemetry.logging import configure_logging
 
 EXIT_ERROR = 2
+EXIT_TIMEOUT = 5
 EXIT_INTERRUPTED = 130
 PIPED_WIDTH = 160
 
@@ -41,6 +49,13 @@ class _Cli(click.Group):
                 click.echo(
                     f"promgate: the refusal is recorded as promotion {exc.promotion_id} "
                     f"(see `promgate status {exc.promotion_id}`)",
+                    err=True,
+                )
+            if isinstance(exc, ConflictError) and exc.active_id:
+                click.echo(
+                    f"promgate: follow it with `promgate status {exc.active_id} --wait` "
+                    f"(same exit codes as `promote --wait`), or stop it with "
+                    f"`promgate abort {exc.active_id}`",
                     err=True,
                 )
             ctx.exit(1)
@@ -92,6 +107,85 @@ def api_command(func: Callable[..., Awaitable[int | None]]) -> Callable[..., Non
         help="file holding the bearer token [else env PROMGATE_TOKEN]",
     )
     return server(token_file(click.pass_context(wrapper)))
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """A flag's ``90s``, ``30m`` or ``1h`` as seconds."""
+    if value is None:
+        return None
+    from sidecar.domain.policy import parse_duration  # noqa: PLC0415 - loads pydantic
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def wait_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--wait``, ``--timeout`` and ``--reconnect-timeout``: how a command follows a promotion."""
+    options = [
+        click.option("--wait/--no-wait", default=False, help="follow the promotion until it ends"),
+        click.option(
+            "--timeout",
+            "timeout_s",
+            callback=_duration,
+            metavar="DURATION",
+            help=f"with --wait: stop following after this long and exit {EXIT_TIMEOUT}; "
+            "the promotion goes on [default: no limit]",
+        ),
+        click.option(
+            "--reconnect-timeout",
+            "reconnect_s",
+            callback=_duration,
+            metavar="DURATION",
+            help=f"with --wait: how long the sidecar may not answer (a restart) before "
+            f"exiting {EXIT_ERROR} [default: {RECONNECT_S:g}s]",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+async def _wait_for_outcome(
+    client: ApiClient,
+    promotion_id: str,
+    *,
+    timeout_s: float | None,
+    reconnect_s: float | None,
+    as_json: bool = False,
+) -> int:
+    """Follow a promotion to its end; its outcome's exit code, or EXIT_TIMEOUT."""
+    reconnect_s = RECONNECT_S if reconnect_s is None else reconnect_s
+    reattach = f"`promgate status {promotion_id} --wait`"
+    try:
+        async with asyncio.timeout(timeout_s) as deadline:
+            if as_json:
+                final = await client.watch(promotion_id, lambda _: None, reconnect_s=reconnect_s)
+                click.echo(json.dumps(final, indent=2))
+            else:
+                final = await follow(client, promotion_id, _console(), reconnect_s=reconnect_s)
+    except UnreachableError as exc:
+        raise UnreachableError(
+            f"{exc}; promotion {promotion_id} may still be running: re-attach with {reattach}",
+            why=exc.why,
+        ) from None
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+        click.echo(
+            f"promgate: promotion {promotion_id} did not end within --timeout {timeout_s:g}s "
+            f"and goes on; re-attach with {reattach}, or stop it with "
+            f"`promgate abort {promotion_id}`",
+            err=True,
+        )
+        return EXIT_TIMEOUT
+    return outcome_exit_code(final["phase"])
+
+
+def _needs_wait(wait: bool, timeout_s: float | None, reconnect_s: float | None) -> None:
+    if not wait and (timeout_s is not None or reconnect_s is not None):
+        raise InputError("--timeout and --reconnect-timeout only apply with --wait")
 
 
 def _console() -> Console:
@@ -158,7 +252,7 @@ def serve(**options: Any) -> None:
     metavar="NAME",
     help="the slot (server) the candidate runs in; default: the one the stable is not in",
 )
-@click.option("--wait/--no-wait", default=False, help="follow the promotion until it ends")
+@wait_options
 @api_command
 async def promote(
     client: ApiClient,
@@ -168,14 +262,17 @@ async def promote(
     upstream: str | None,
     backend: str | None,
     wait: bool,
+    timeout_s: float | None,
+    reconnect_s: float | None,
 ) -> int:
     """Start a promotion and print its id.
 
-    With --wait, follow it and exit 0 promoted, 1 rolled back or refused, 3 aborted,
-    4 inconclusive, 2 on errors.
+    With --wait, follow it (riding over restarts of the sidecar) and exit 0 promoted,
+    1 rolled back or refused, 3 aborted, 4 inconclusive, 5 --timeout elapsed, 2 on errors.
     """
     from sidecar.domain.manifest import load_manifest  # noqa: PLC0415
 
+    _needs_wait(wait, timeout_s, reconnect_s)
     manifest, stripped = load_manifest(manifest_file)
     for path in stripped:
         click.echo(f"warning: {manifest_file}: {path}: credentials removed from this URL", err=True)
@@ -183,10 +280,10 @@ async def promote(
     if not wait:
         click.echo(promotion["id"])
         return 0
-    console = _console()
-    console.print(f"promotion {promotion['id']}", highlight=False)
-    final = await follow(client, promotion["id"], console)
-    return outcome_exit_code(final["phase"])
+    _console().print(f"promotion {promotion['id']}", highlight=False)
+    return await _wait_for_outcome(
+        client, promotion["id"], timeout_s=timeout_s, reconnect_s=reconnect_s
+    )
 
 
 @cli.command()
@@ -195,6 +292,7 @@ async def promote(
 @click.option("--stage", help="only this stage")
 @click.option("--active", is_flag=True, help="only promotions still running")
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@wait_options
 @api_command
 async def status(
     client: ApiClient,
@@ -204,19 +302,33 @@ async def status(
     stage: str | None,
     active: bool,
     as_json: bool,
-) -> None:
-    """Show one promotion, or list promotions."""
+    wait: bool,
+    timeout_s: float | None,
+    reconnect_s: float | None,
+) -> int:
+    """Show one promotion, or list promotions.
+
+    With ID --wait, re-attach to the promotion and exit as `promote --wait` does (at once
+    for one that has ended); with --json, print its final state instead of the live view.
+    """
+    _needs_wait(wait, timeout_s, reconnect_s)
+    if wait:
+        if not promotion_id:
+            raise InputError("--wait follows one promotion: give its ID, e.g. status ID --wait")
+        return await _wait_for_outcome(
+            client, promotion_id, timeout_s=timeout_s, reconnect_s=reconnect_s, as_json=as_json
+        )
     if promotion_id:
         promotion = await client.get(promotion_id)
         if as_json:
             click.echo(json.dumps(promotion, indent=2))
         else:
             _console().print(_details(promotion))
-        return
+        return 0
     items = await client.list(service=service, stage=stage, active=active or None)
     if as_json:
         click.echo(json.dumps(items, indent=2))
-        return
+        return 0
     table = Table(box=None, header_style="bold")
     for column in ("id", "service", "stage", "phase", "weight", "version", "artifact", "updated"):
         table.add_column(column, overflow="fold")
@@ -232,6 +344,7 @@ async def status(
             _when(p.get("updated_at")),
         )
     _console().print(table if items else "no promotions")
+    return 0
 
 
 def _details(p: Json) -> Table:

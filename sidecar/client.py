@@ -5,13 +5,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import AsyncGenerator, AsyncIterator
+import time
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from yarl import URL
 
+from sidecar.domain.promotion import Phase
 from sidecar.errors import (
     AuthError,
     ConflictError,
@@ -21,10 +24,16 @@ from sidecar.errors import (
     ProblemsError,
     PromgateError,
     RefusedError,
+    UnreachableError,
 )
 
 DEFAULT_SERVER = "http://127.0.0.1:8480"
 MAX_PAGE = 1000  # the most items the server sends per page
+RECONNECT_S = 120.0  # how long a watch waits for a server that stopped answering
+TERMINAL_KINDS = frozenset(phase.value for phase in Phase if phase.terminal)
+_RECONNECT_FIRST_S = 0.25  # backoff between tries: doubles up to the maximum
+_RECONNECT_MAX_S = 2.0
+_STREAM_IDLE_S = 60.0  # the server sends a keepalive every 15 s: this much silence is a dead link
 
 Json = dict[str, Any]
 Items = list[Json]
@@ -51,7 +60,9 @@ class ApiClient:
         self.server = str(url).rstrip("/")
         self._token = token
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s)
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=timeout_s, sock_read=_STREAM_IDLE_S
+        )
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
@@ -85,9 +96,12 @@ class ApiClient:
             body["backend"] = backend
         return await self._json("POST", "/v1/promotions", body=body)
 
-    async def get(self, promotion_id: str) -> Json:
-        """One promotion."""
-        return await self._json("GET", f"/v1/promotions/{_segment(promotion_id)}")
+    async def get(self, promotion_id: str, *, reconnect_s: float = 0.0) -> Json:
+        """One promotion; asked again with backoff while the server does not answer, for
+        up to ``reconnect_s``."""
+        path = f"/v1/promotions/{_segment(promotion_id)}"
+        result: Json = await _Outage(reconnect_s).retrying()(self._json, "GET", path)
+        return result
 
     async def list(
         self,
@@ -119,19 +133,73 @@ class ApiClient:
         self, promotion_id: str, after: int = 0, follow: bool = False
     ) -> AsyncGenerator[Json, None]:
         """A promotion's events with ``seq > after``; with ``follow``, until it ends."""
-        params = {"after": str(after)}
-        if follow:
-            params["follow"] = "1"
-        path = f"/v1/promotions/{_segment(promotion_id)}/events"
-        async with self._send("GET", path, params=params, stream=True) as resp:
-            async for line in resp.content:
-                if not line.strip():
-                    continue  # keepalive
-                event = self._decode(line)
-                if "error" in event and "seq" not in event:
-                    message = (event["error"] or {}).get("message") or "unknown error"
-                    raise PromgateError(f"the event stream from {self.server} broke off: {message}")
+        async with self._event_stream(promotion_id, after, follow) as events:
+            async for event in events:
                 yield event
+
+    async def watch(
+        self,
+        promotion_id: str,
+        on_event: Callable[[Json], None],
+        *,
+        reconnect_s: float = RECONNECT_S,
+        on_lost: Callable[[str], None] | None = None,
+    ) -> Json:
+        """Hand each of a promotion's events to ``on_event`` until it ends; return its
+        final state.
+
+        A restarting server (connection refused or reset, HTTP 5xx such as the 503 of one
+        that is starting) does not end the watch: it reconnects with ``Last-Event-ID`` set
+        to the last event seen, so no event is lost or handed over twice. ``on_lost`` hears
+        why, once per outage. UnreachableError once the server has not answered for
+        ``reconnect_s``.
+        """
+        seen = 0
+        outage = _Outage(reconnect_s, on_lost)
+
+        async def connect() -> Json:
+            nonlocal seen
+            async with self._event_stream(promotion_id, seen, follow=True) as events:
+                outage.answered()
+                async for event in events:
+                    seen = int(event["seq"])
+                    on_event(event)
+                    if event.get("kind") in TERMINAL_KINDS:
+                        break
+            promotion = await self.get(promotion_id)
+            if not Phase(promotion["phase"]).terminal:  # the server closed it: shutting down
+                raise UnreachableError("the event stream ended", why="the event stream ended")
+            return promotion
+
+        try:
+            result: Json = await outage.retrying()(connect)
+        except UnreachableError as exc:
+            raise UnreachableError(
+                f"promgate server {self.server} has not answered for {reconnect_s:g}s ({exc.why})",
+                why=exc.why,
+            ) from None
+        return result
+
+    @contextlib.asynccontextmanager
+    async def _event_stream(
+        self, promotion_id: str, after: int, follow: bool
+    ) -> AsyncIterator[AsyncIterator[Json]]:
+        """The server-sent event stream, open (its status checked) once entered."""
+        headers = {"Accept": "text/event-stream"}
+        if after:
+            headers["Last-Event-ID"] = str(after)
+        path = f"/v1/promotions/{_segment(promotion_id)}/events"
+        params = {"follow": "1"} if follow else None
+        async with self._send("GET", path, params=params, headers=headers, stream=True) as resp:
+            yield self._stream_events(resp.content)
+
+    async def _stream_events(self, lines: AsyncIterable[bytes]) -> AsyncIterator[Json]:
+        async for kind, data in _server_sent(lines):
+            event = self._decode(data.encode())
+            if kind == "error":
+                message = (event.get("error") or {}).get("message") or "unknown error"
+                raise PromgateError(f"the event stream from {self.server} broke off: {message}")
+            yield event
 
     async def approve(self, promotion_id: str) -> Json:
         """Let a promotion that awaits approval move traffic."""
@@ -180,26 +248,28 @@ class ApiClient:
         *,
         params: dict[str, str] | None = None,
         body: Json | None = None,
+        headers: dict[str, str] | None = None,
         stream: bool = False,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Send one request; error statuses and transport failures become promgate errors."""
         if self._session is None:
-            headers = {"Accept": "application/json"}
+            defaults = {"Accept": "application/json"}
             if self._token:
-                headers["Authorization"] = f"Bearer {self._token}"
-            self._session = aiohttp.ClientSession(headers=headers, timeout=self._timeout)
+                defaults["Authorization"] = f"Bearer {self._token}"
+            self._session = aiohttp.ClientSession(headers=defaults, timeout=self._timeout)
         try:
             async with self._session.request(
                 method,
                 self.server + path,
                 params=params,
                 json=body,
+                headers=headers,
                 timeout=self._stream_timeout if stream else self._timeout,
             ) as response:
                 if response.status >= 400:
                     raise self._error(response.status, await response.read())
                 yield response
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
             raise self._unreachable(_describe(exc)) from None
 
     def _decode(self, raw: bytes) -> Json:
@@ -213,10 +283,11 @@ class ApiClient:
             )
         return data
 
-    def _unreachable(self, why: str) -> PromgateError:
-        return PromgateError(
+    def _unreachable(self, why: str) -> UnreachableError:
+        return UnreachableError(
             f"promgate server {self.server} is unreachable ({why}); start it with "
-            "`promgate serve`, or point --server / PROMGATE_SERVER at a running one"
+            "`promgate serve`, or point --server / PROMGATE_SERVER at a running one",
+            why=why,
         )
 
     def _error(self, status: int, raw: bytes) -> PromgateError:
@@ -226,12 +297,13 @@ class ApiClient:
             error = body["error"] if isinstance(body, dict) else None
         except (ValueError, KeyError):
             error = None
+        http = f"HTTP {status}"
         if not isinstance(error, dict):
             text = raw.decode("utf-8", "replace").strip()[:200]
-            error = {"message": f"HTTP {status}" + (f": {text}" if text else "")}
-        message = str(error.get("message") or f"HTTP {status}")
+            error = {"message": http + (f": {text}" if text else "")}
+        message = str(error.get("message") or http)
         if status >= 500:
-            return self._unreachable(f"HTTP {status}: {message}")
+            return self._unreachable(message if message.startswith(http) else f"{http}: {message}")
         if status in (401, 403):
             return AuthError(message, status=status)
         if status == 404:
@@ -240,6 +312,9 @@ class ApiClient:
             refused = ConflictError(message) if status == 409 else RefusedError(message)
             promotion_id = error.get("promotion_id")
             refused.promotion_id = str(promotion_id) if promotion_id else None
+            if isinstance(refused, ConflictError):
+                active_id = error.get("active_promotion_id")
+                refused.active_id = str(active_id) if active_id else None
             return refused
         problems = [
             Problem(str(p.get("path", "")), str(p.get("message", "")), str(p.get("fix") or ""))
@@ -249,10 +324,74 @@ class ApiClient:
         return ProblemsError(message, problems) if problems else InputError(message)
 
 
+class _Outage:
+    """Since when the server has not answered, as a retry policy: give up once it has
+    been silent for ``budget_s``; the budget and the backoff start afresh whenever it
+    answers again, so one watch rides over any number of restarts."""
+
+    def __init__(self, budget_s: float, on_lost: Callable[[str], None] | None = None) -> None:
+        self.budget_s = budget_s
+        self.on_lost = on_lost
+        self.since: float | None = None
+        self.failures = 0
+
+    def answered(self) -> None:
+        self.since, self.failures = None, 0
+
+    def retrying(self) -> AsyncRetrying:
+        return AsyncRetrying(
+            retry=retry_if_exception_type(UnreachableError),
+            after=self._failed,
+            wait=self._pause,
+            stop=self._over,
+            reraise=True,
+        )
+
+    def _failed(self, state: RetryCallState) -> None:
+        self.failures += 1
+        if self.since is None:
+            self.since = time.monotonic()
+            error = state.outcome.exception() if state.outcome else None
+            if self.on_lost is not None and isinstance(error, UnreachableError):
+                self.on_lost(error.why)
+
+    def _pause(self, state: RetryCallState) -> float:
+        backoff = _RECONNECT_FIRST_S * 2.0 ** (self.failures - 1)
+        return max(0.0, min(backoff, _RECONNECT_MAX_S, self._left()))
+
+    def _over(self, state: RetryCallState) -> bool:
+        return self._left() <= 0
+
+    def _left(self) -> float:
+        since = time.monotonic() if self.since is None else self.since
+        return since + self.budget_s - time.monotonic()
+
+
+async def _server_sent(lines: AsyncIterable[bytes]) -> AsyncIterator[tuple[str, str]]:
+    """(event type, data) of each server-sent event; comments (keepalives) are skipped."""
+    kind = "message"
+    data: list[str] = []
+    async for raw in lines:
+        line = raw.decode("utf-8").rstrip("\r\n")
+        if not line:
+            if data:
+                yield kind, "\n".join(data)
+            kind, data = "message", []
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                kind = value
+            elif name == "data":
+                data.append(value)
+
+
 def _describe(exc: BaseException) -> str:
     """A short reason for a transport failure, without URLs or headers."""
     if isinstance(exc, aiohttp.ClientConnectorError):
         return exc.os_error.strerror or "cannot connect"
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+        return "connection lost"
     if isinstance(exc, TimeoutError):
         return "timed out"
     return str(exc) or type(exc).__name__

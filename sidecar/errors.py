@@ -19,6 +19,7 @@ occur and never cross it. Each error says what was wrong, where, and what to do.
     │   └── ConflictError            another promotion is active for the same service and stage
     ├── NotFoundError            an unknown promotion, service or stage (HTTP 404)
     ├── AuthError                missing or insufficient bearer token (HTTP 401/403)
+    ├── UnreachableError         the promgate server did not answer (refused, reset, 5xx)
     ├── ProviderError            the metrics source could not answer (never a rollback reason)
     │   ├── ProviderTimeoutError     the query did not finish in time
     │   ├── ProviderHTTPError        Prometheus answered with a non-success status
@@ -115,7 +116,12 @@ class MetadataGateError(RefusedError):
 
 
 class ConflictError(RefusedError):
-    """Another promotion is already active for this service and stage."""
+    """Another promotion is already active for this service and stage.
+
+    ``active_id`` names that active promotion, when the conflict is with one.
+    """
+
+    active_id: str | None = None
 
 
 class NotFoundError(PromgateError):
@@ -128,6 +134,18 @@ class AuthError(PromgateError):
     def __init__(self, message: str, *, status: int = 401) -> None:
         super().__init__(message)
         self.status = status
+
+
+class UnreachableError(PromgateError):
+    """The promgate server could not be reached or failed to answer (connection refused
+    or reset, timeout, HTTP 5xx): a restarting sidecar looks like this for a while.
+
+    ``why`` is the short reason (``connection refused``, ``HTTP 503: starting``).
+    """
+
+    def __init__(self, message: str, *, why: str = "") -> None:
+        super().__init__(message)
+        self.why = why or message
 
 
 class ProviderError(PromgateError):

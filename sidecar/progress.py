@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,11 +13,10 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from sidecar.client import ApiClient, Json
+from sidecar.client import RECONNECT_S, TERMINAL_KINDS, ApiClient, Json
 from sidecar.domain.artifact import ArtifactRef
 from sidecar.domain.promotion import Phase
 
-TERMINAL_KINDS = frozenset(phase.value for phase in Phase if phase.terminal)
 _LIFECYCLE_KINDS = frozenset({"created", "awaiting_approval", "approved", "switched", "resumed"})
 _EXIT_CODES = {
     Phase.PROMOTED: 0,
@@ -35,7 +32,6 @@ _PHASE_STYLE = {
     Phase.ABORTED: "bold yellow",
     Phase.INCONCLUSIVE: "bold yellow",
 }
-_RECONNECT_DELAY_S = 1.0
 
 
 def outcome_exit_code(phase: str) -> int:
@@ -55,6 +51,21 @@ def summarize_gates(events: Iterable[Json]) -> dict[str, dict[str, int]]:
             if gate.get("result") == "breach" and gate.get("classification") in tally:
                 tally[gate["classification"]] += 1
     return counts
+
+
+def waiting_for_evidence(gates: Iterable[Json]) -> str:
+    """What a step's gates without data still wait for: ``12 of 50 requests`` for a ratio
+    gate short of its ``minRequests``, else the gate's reason; empty when none waits."""
+    waiting = []
+    for gate in gates:
+        if gate.get("result") != "no_data":
+            continue
+        needed, requests = gate.get("min_requests"), gate.get("requests")
+        if needed and requests is not None:
+            waiting.append(f"{gate['gate']} {requests:g} of {needed} requests")
+        else:
+            waiting.append(str(gate.get("reason") or gate["gate"]))
+    return "; ".join(waiting)
 
 
 def number(value: Any) -> str:
@@ -91,6 +102,8 @@ class ProgressView:
     title: str = ""
     gates: list[Json] = field(default_factory=list)
     holding: bool = False  # analysis unavailable: traffic held where it is
+    waiting: str = ""  # what the step's gates wait for (too little traffic, no data yet)
+    lost: str = ""  # why the sidecar stopped answering, while reconnecting
 
     @property
     def phase(self) -> str:
@@ -109,6 +122,8 @@ class ProgressView:
             self.promotion["reason"] = reason
         if "gates" in data:
             self.gates = list(data["gates"])
+        was_waiting, self.lost = self.waiting, ""
+        self.waiting = waiting_for_evidence(data.get("gates") or []) if kind == "verdict" else ""
         prefix = f"[{self.title}] " if self.title else ""
         if kind in TERMINAL_KINDS:
             return f"{prefix}{kind}: {self.promotion.get('reason') or ''}"
@@ -127,7 +142,15 @@ class ProgressView:
         breaches = [g for g in data.get("gates") or [] if g.get("result") == "breach"]
         if kind == "verdict" and breaches:
             return f"{prefix}breach at {step[1]}%: " + "; ".join(_breach(g) for g in breaches)
+        if self.waiting and not was_waiting:
+            return f"{prefix}waiting for evidence at {step[1]}%: {self.waiting}"
         return None
+
+    def connection_lost(self, why: str, reconnect_s: float) -> str:
+        """Note that the sidecar stopped answering; return the plain log line for it."""
+        self.lost = why
+        prefix = f"[{self.title}] " if self.title else ""
+        return f"{prefix}sidecar unreachable ({why}); reconnecting for up to {reconnect_s:g}s"
 
     def _headline(self) -> str:
         p = self.promotion
@@ -190,6 +213,12 @@ class ProgressView:
                 *([number(gate.get("clearance"))] if with_clearance else []),
                 style=_gate_style(gate),
             )
+        if self.waiting:
+            summary.add_row("evidence", Text(f"waiting: {self.waiting}", style="yellow"))
+        if self.lost:
+            summary.add_row(
+                "sidecar", Text(f"unreachable ({self.lost}); reconnecting", style="bold yellow")
+            )
         parts: list[RenderableType] = [summary]
         if self.gates:
             parts += [Text(""), gates]
@@ -199,40 +228,36 @@ class ProgressView:
         return Panel(Group(*parts), title=title, title_align="left")
 
 
-async def _stream(client: ApiClient, promotion_id: str) -> AsyncGenerator[Json, None]:
-    """Every event until the promotion ends; reconnects if the stream closes early."""
-    after = 0
-    while True:
-        async with contextlib.aclosing(client.events(promotion_id, after, follow=True)) as events:
-            async for event in events:
-                after = int(event["seq"])
-                yield event
-                if event.get("kind") in TERMINAL_KINDS:
-                    return
-        if Phase((await client.get(promotion_id))["phase"]).terminal:
-            return
-        await asyncio.sleep(_RECONNECT_DELAY_S)
-
-
 async def follow(
-    client: ApiClient, promotion_id: str, console: Console, *, title: str = ""
+    client: ApiClient,
+    promotion_id: str,
+    console: Console,
+    *,
+    title: str = "",
+    reconnect_s: float = RECONNECT_S,
 ) -> Json:
     """Show a promotion's progress until it ends; return its final state.
 
     A terminal redraws one panel; anything else (CI logs) gets one plain line per step
-    change, breach and outcome.
+    change, breach, wait for evidence and outcome. A sidecar that restarts meanwhile is
+    waited for, up to ``reconnect_s`` (see :meth:`ApiClient.watch`).
     """
-    view = ProgressView(await client.get(promotion_id), title)
+    view = ProgressView(await client.get(promotion_id, reconnect_s=reconnect_s), title)
+
+    async def watch(show: Callable[[str | None], None]) -> Json:
+        return await client.watch(
+            promotion_id,
+            lambda event: show(view.apply(event)),
+            reconnect_s=reconnect_s,
+            on_lost=lambda why: show(view.connection_lost(why, reconnect_s)),
+        )
+
     if console.is_terminal and not console.is_dumb_terminal:
         with Live(view.render(), console=console, auto_refresh=False) as live:
-            async with contextlib.aclosing(_stream(client, promotion_id)) as events:
-                async for event in events:
-                    view.apply(event)
-                    live.update(view.render(), refresh=True)
-    else:
-        async with contextlib.aclosing(_stream(client, promotion_id)) as events:
-            async for event in events:
-                line = view.apply(event)
-                if line is not None:
-                    console.print(line, markup=False, highlight=False, soft_wrap=True)
-    return await client.get(promotion_id)
+            return await watch(lambda _: live.update(view.render(), refresh=True))
+
+    def write(line: str | None) -> None:
+        if line is not None:
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    return await watch(write)

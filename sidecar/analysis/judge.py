@@ -162,6 +162,7 @@ class GateVerdict:
     e_threshold: float | None = None  # sequential gates: 1/alpha, where it confirms
     clearance: float | None = None  # gates with `detect`: the evidence that it is ruled out
     cleared: bool | None = None  # gates with `detect`: whether the step may pass yet
+    min_requests: int | None = None  # no data for want of traffic: the requests it needs
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -351,6 +352,7 @@ def judge_threshold(
         threshold: float | None = None,
         classification: Classification | None = None,
         hard: bool = False,
+        min_requests: int | None = None,
     ) -> GateVerdict:
         return GateVerdict(
             gate.name,
@@ -362,6 +364,7 @@ def judge_threshold(
             hard,
             f"{gate.name}: {reason}",
             evidence.candidate_requests,
+            min_requests=min_requests,
         )
 
     if MeasurementKind.PROVIDER_ERROR in (candidate.kind, baseline.kind):
@@ -374,7 +377,13 @@ def judge_threshold(
     if evidence.missing:
         return verdict(GateResult.NO_DATA, evidence.missing)
     if candidate.value is None:
-        return verdict(GateResult.NO_DATA, f"no data for the candidate ({candidate.detail})")
+        requests = evidence.candidate_requests
+        too_few = gate.ratio is not None and requests is not None and requests < gate.min_requests
+        return verdict(
+            GateResult.NO_DATA,
+            f"no data for the candidate ({candidate.detail})",
+            min_requests=gate.min_requests if too_few else None,
+        )
     value = candidate.value
 
     hard_bound = _hard_bound(gate, baseline_value)

@@ -472,6 +472,8 @@ def _describe(exc: Exception, request: web.Request) -> tuple[int, dict[str, Any]
     }
     if isinstance(exc, RefusedError) and exc.promotion_id is not None:
         error["promotion_id"] = exc.promotion_id
+    if isinstance(exc, ConflictError) and exc.active_id is not None:
+        error["active_promotion_id"] = exc.active_id
     return status, {"error": error}, headers
 
 

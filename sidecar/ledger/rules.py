@@ -78,11 +78,13 @@ def duplicate_promotion(promotion_id: str) -> ConflictError:
 
 def active_conflict(promotion: Promotion, active_id: str) -> ConflictError:
     """Only one promotion may drive a (service, stage)'s traffic at a time."""
-    return ConflictError(
+    conflict = ConflictError(
         f"promotion {active_id!r} is still active for service {promotion.service!r} "
         f"stage {promotion.stage!r}; wait for it to finish or abort it before starting "
         f"{promotion.id!r}"
     )
+    conflict.active_id = active_id
+    return conflict
 
 
 def check_tag(repository: str, tag: str, known: str | None, digest: str) -> None:

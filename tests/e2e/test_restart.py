@@ -189,3 +189,45 @@ async def test_traffic_served_while_down_is_judged_and_the_downtime_is_not_step_
     assert unwatched >= DOWNTIME_S, unwatched
     watched = moved["at"] - began["at"] - unwatched
     assert watched >= STEP_S, (watched, unwatched)
+
+
+@bounded(150)
+async def test_promote_wait_rides_over_a_sidecar_restart(stack_factory: StackFactory) -> None:
+    """`promote --wait` runs as a process while the sidecar is killed and started again
+    mid-canary: it reconnects, shows each step once and exits 0 on promotion. Meanwhile a
+    second `promote` of the release is refused with the command that re-attaches, and
+    that command (`status ID --wait`) exits 0 once the promotion has ended."""
+    stack = await stack_factory(versions={STAGE: [STABLE, CANDIDATE]})
+    await stack.seed(STAGE, STABLE)
+    stack.start_load(STAGE, LOAD_RPS)
+    await stack.wait_scraped()
+    waiting = stack.promote_in_background(CANDIDATE, STAGE)
+    promotion_id = await stack.active_promotion(STAGE)
+    await stack.wait_event(
+        promotion_id, _passes_at_first_step, 20, "a passing evaluation in the first step"
+    )
+
+    again = await stack.cli(
+        "promote", "--manifest", str(stack.manifest_file(CANDIDATE)), "--stage", STAGE,
+        "--upstream", stack.service(CANDIDATE, STAGE).url,
+    )  # fmt: skip
+    assert again.code == 1, again
+    assert f"follow it with `promgate status {promotion_id} --wait`" in again.stderr, again
+    assert not waiting.done()
+    assert await stack.kill_sidecar() == -signal.SIGKILL
+    await stack.start_sidecar()
+    followed = await waiting
+
+    assert followed.code == 0, followed
+    lines = followed.stdout.splitlines()
+    assert lines[0] == f"promotion {promotion_id}", followed
+    assert lines[-1].startswith("promoted: "), followed
+    assert len([line for line in lines if line.startswith("sidecar unreachable (")]) == 1
+    assert [line for line in lines if line == "resumed" or line.startswith("resumed:")], lines
+    for step in ("step 1: weight 25%", "step 2: weight 50%"):
+        assert len([line for line in lines if line.startswith(step)]) == 1, followed
+    steps_in_ledger = [e for e in await stack.events(promotion_id) if e["kind"] == "step"]
+    assert len([line for line in lines if line.startswith("step ")]) == len(steps_in_ledger)
+    reattached = await stack.cli("status", promotion_id, "--wait", timeout_s=30)
+    assert reattached.code == 0, reattached
+    assert reattached.stdout.splitlines()[-1] == lines[-1], reattached

@@ -522,6 +522,17 @@ async def test_a_metadata_gate_refusal_is_422_naming_the_stored_record(api: Api)
     assert api.attempts() == [("pat", "create", refused_id, "refused:422")]
 
 
+async def test_a_second_promotion_while_one_is_active_is_409_naming_the_active_one(
+    api: Api,
+) -> None:
+    """The conflict names the promotion still running, so a client can re-attach to it."""
+    active_id = await api.progressing()
+    status, body = await api.create("dev", digest_char="c", tag="1.2.0", version="1.2.0")
+    assert status == 409 and error_of(body)["type"] == "ConflictError"
+    assert error_of(body)["active_promotion_id"] == active_id
+    assert "promotion_id" not in error_of(body)  # nothing was stored for the conflict
+
+
 async def test_a_stage_out_of_order_is_422(api: Api) -> None:
     status, body = await api.create("prod")
     assert status == 422 and error_of(body)["type"] == "StageOrderError"

@@ -94,12 +94,24 @@ FINALS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class StandInApi:
-    """The few routes of the promgate API the CLI needs, with realistic JSON."""
+    """The few routes of the promgate API the CLI needs, with realistic JSON and SSE.
 
-    final: str = "promoted"
+    ``drop_after`` cuts the first event stream after that event (``drop="reset"``: the
+    connection dies as with a killed sidecar; ``"close"``: the stream ends as at a
+    shutdown); the next ``starting_for`` requests then get 503, as while a sidecar
+    restarts. ``final=None`` is a promotion that never ends.
+    """
+
+    final: str | None = "promoted"
     refuse: bool = False
+    conflict: bool = False
+    drop_after: int = 0
+    drop: str = "reset"
+    starting_for: int = 0
+    unavailable: int = 0  # requests still to be answered with 503
     promotions: dict[str, Promotion] = field(default_factory=dict)
     created: list[dict[str, Any]] = field(default_factory=list)
+    last_event_ids: list[str | None] = field(default_factory=list)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._auth])
@@ -157,8 +169,9 @@ class StandInApi:
                     "gates": [gate("error_rate", "pass", None, 0.011)],
                 },
             ),
-            (self.final, FINALS[self.final]),
         ]
+        if self.final is not None:
+            steps.append((self.final, FINALS[self.final]))
         return [
             PromotionEvent(promotion_id, seq, 1714564800.0 + seq, kind, data).to_dict()
             for seq, (kind, data) in enumerate(steps, start=1)
@@ -166,6 +179,9 @@ class StandInApi:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self.unavailable > 0:
+            self.unavailable -= 1
+            return web.json_response({"status": "starting"}, status=503)
         if request.headers.get("Authorization") != f"Bearer {TOKEN}":
             return error(401, "AuthError", "missing or unknown bearer token")
         response: web.StreamResponse = await handler(request)
@@ -174,6 +190,14 @@ class StandInApi:
     async def _create(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.created.append(body)
+        if self.conflict:
+            return error(
+                409,
+                "ConflictError",
+                "promotion '4f2c8a1b9e07' is still active for service 'checkout' stage "
+                "'production'; wait for it to finish or abort it before starting '77aa'",
+                active_promotion_id="4f2c8a1b9e07",
+            )
         if self.refuse:
             return error(
                 422,
@@ -196,24 +220,46 @@ class StandInApi:
         return web.json_response(promotion.to_dict())
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
+        """The script from Last-Event-ID (NDJSON: ``after``) on, framed as asked, as the
+        real API does; the phase turns final before its event goes out."""
         promotion_id = request.match_info["id"]
-        after = int(request.query.get("after", "0"))
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        as_sse = "text/event-stream" in request.headers.get("Accept", "")
+        last_event_id = (
+            request.headers.get("Last-Event-ID") if as_sse else request.query.get("after")
+        )
+        self.last_event_ids.append(last_event_id)
+        frame = sse if as_sse else (lambda event: json.dumps(event).encode() + b"\n")
+        content_type = "text/event-stream" if as_sse else "application/x-ndjson"
+        response = web.StreamResponse(headers={"Content-Type": content_type})
         await response.prepare(request)
         for event in self.script(promotion_id):
-            if event["seq"] <= after:
+            if event["seq"] <= int(last_event_id or 0):
                 continue
+            promotion = self.promotions[promotion_id]
+            if event["kind"] == self.final and not promotion.phase.terminal:
+                final = FINALS[self.final]
+                self.promotions[promotion_id] = promotion.evolve(phase=Phase.PROGRESSING).evolve(
+                    phase=Phase(final["phase"]), weight=final["weight"], reason=final["reason"]
+                )
             await asyncio.sleep(0.02)
-            await response.write(json.dumps(event).encode() + b"\n")
-        self.promotions[promotion_id] = self.promotions[promotion_id].evolve(
-            phase=Phase.PROGRESSING
-        )
-        final = FINALS[self.final]
-        self.promotions[promotion_id] = self.promotions[promotion_id].evolve(
-            phase=Phase(final["phase"]), weight=final["weight"], reason=final["reason"]
-        )
+            await response.write(frame(event))
+            if event["seq"] == self.drop_after and len(self.last_event_ids) == 1:
+                self.unavailable = self.starting_for
+                if self.drop == "reset":
+                    assert request.transport is not None
+                    request.transport.close()
+                return response
+        for _ in range(600 if self.final is None else 0):  # never ends: keepalives only
+            await asyncio.sleep(0.1)
+            await response.write(b": keepalive\n\n" if as_sse else b"\n")
         await response.write_eof()
         return response
+
+
+def sse(event: dict[str, Any], kind: str | None = None) -> bytes:
+    """One server-sent event as the promgate API frames it."""
+    head = f"id: {event['seq']}\n" if "seq" in event else ""
+    return f"{head}event: {kind or event['kind']}\ndata: {json.dumps(event)}\n\n".encode()
 
 
 def error(status: int, kind: str, message: str, **extra: Any) -> web.Response:
@@ -433,6 +479,114 @@ async def test_promote_wait_exits_with_the_outcome(
     assert lines[-1] == f"{final}: {FINALS[final]['reason']}"
 
 
+PROMOTE = ("promote", "--manifest", "{manifest}", "--stage", "production", "--wait")
+
+
+def promote_args(manifest_file: Path, *extra: str) -> list[str]:
+    return [arg.format(manifest=manifest_file) for arg in PROMOTE] + list(extra)
+
+
+@pytest.mark.parametrize(
+    ("drop", "final", "code"),
+    [("reset", "promoted", 0), ("close", "rolled_back", 1), ("reset", "aborted", 3)],
+)
+async def test_promote_wait_rides_over_a_restart_of_the_sidecar(
+    http_server: HttpServer, manifest_file: Path, drop: str, final: str, code: int
+) -> None:
+    """The stream dies mid-way (connection cut, or closed as at a shutdown) and the server
+    answers 503 for a while: --wait reconnects with Last-Event-ID, shows every event's
+    line exactly once, and exits with the promotion's outcome."""
+    undisturbed = await promgate(
+        *promote_args(manifest_file), server=await http_server(StandInApi(final=final).app())
+    )
+    api = StandInApi(final=final, drop_after=3, drop=drop, starting_for=3)
+    run = await promgate(*promote_args(manifest_file), server=await http_server(api.app()))
+    assert run.code == code, run.stderr
+    assert api.last_event_ids == [None, "3"]
+    lines = run.stdout.splitlines()
+    lost = [line for line in lines if line.startswith("sidecar unreachable (")]
+    assert len(lost) == 1 and lost[0].endswith("; reconnecting for up to 120s"), lines
+    assert [line for line in lines if line not in lost] == undisturbed.stdout.splitlines()
+    assert lines[-1] == f"{final}: {FINALS[final]['reason']}"
+
+
+async def test_promote_wait_gives_up_on_a_sidecar_gone_too_long(
+    http_server: HttpServer, manifest_file: Path
+) -> None:
+    """Past --reconnect-timeout the CLI exits 2, says the promotion may still run and how
+    to re-attach: an unreachable sidecar is not an outcome."""
+    api = StandInApi(drop_after=2, starting_for=10**6)
+    server = await http_server(api.app())
+    run = await promgate(*promote_args(manifest_file, "--reconnect-timeout", "1s"), server=server)
+    assert run.code == 2, run.stderr
+    assert run.stderr == (
+        f"promgate: promgate server {server} has not answered for 1s (HTTP 503: "
+        '{"status": "starting"}); promotion 4f2c8a1b9e07 may still be running: '
+        "re-attach with `promgate status 4f2c8a1b9e07 --wait`\n"
+    )
+    assert "promoted" not in run.stdout
+
+
+async def test_status_wait_reattaches_with_the_outcome_code(http_server: HttpServer) -> None:
+    """status ID --wait follows a running promotion to its end, and answers at once with
+    the outcome of one that has already ended."""
+    running = StandInApi(final="rolled_back")
+    running.add("4f2c8a1b9e07")
+    followed = await promgate("status", "4f2c8a1b9e07", "--wait", server=await http_server(
+        running.app()))  # fmt: skip
+    assert followed.code == 1, followed.stderr
+    assert followed.stdout.splitlines()[-1] == f"rolled_back: {FINALS['rolled_back']['reason']}"
+    ended = StandInApi(final="aborted")
+    ended.add("4f2c8a1b9e07", Phase.ABORTED)
+    as_json = await promgate("status", "4f2c8a1b9e07", "--wait", "--json", server=await
+                             http_server(ended.app()))  # fmt: skip
+    assert as_json.code == 3, as_json.stderr
+    assert json.loads(as_json.stdout)["phase"] == "aborted"
+
+
+async def test_status_wait_stops_at_the_timeout_and_says_how_to_reattach(
+    http_server: HttpServer,
+) -> None:
+    """--timeout is a deadline for following, not for the promotion: exit 5, which
+    no outcome uses, and name the commands that re-attach or stop it."""
+    api = StandInApi(final=None)
+    api.add("4f2c8a1b9e07")
+    server = await http_server(api.app())
+    run = await promgate("status", "4f2c8a1b9e07", "--wait", "--timeout", "1s", server=server)
+    assert run.code == 5, run.stderr
+    assert run.stderr == (
+        "promgate: promotion 4f2c8a1b9e07 did not end within --timeout 1s and goes on; "
+        "re-attach with `promgate status 4f2c8a1b9e07 --wait`, or stop it with "
+        "`promgate abort 4f2c8a1b9e07`\n"
+    )
+    assert "step 2: weight 25%" in run.stdout
+
+
+async def test_wait_flags_need_wait_and_one_promotion(http_server: HttpServer) -> None:
+    server = await http_server(StandInApi().app())
+    listing = await promgate("status", "--wait", server=server)
+    assert (listing.code, listing.stderr) == (
+        2,
+        "promgate: --wait follows one promotion: give its ID, e.g. status ID --wait\n",
+    )
+    no_wait = await promgate("status", "4f2c8a1b9e07", "--timeout", "1m", server=server)
+    assert no_wait.code == 2 and "only apply with --wait" in no_wait.stderr
+    bad = await promgate("status", "4f2c8a1b9e07", "--wait", "--timeout", "soon", server=server)
+    assert bad.code == 2 and "'soon' is not a duration" in bad.stderr
+
+
+async def test_promote_while_one_is_active_says_how_to_reattach(
+    http_server: HttpServer, manifest_file: Path
+) -> None:
+    """Re-running promote for a release still in progress is refused (exit 1) with the
+    command that follows the active one instead."""
+    server = await http_server(StandInApi(conflict=True).app())
+    run = await promgate(*promote_args(manifest_file), server=server)
+    assert run.code == 1
+    assert "'4f2c8a1b9e07' is still active" in run.stderr
+    assert "follow it with `promgate status 4f2c8a1b9e07 --wait`" in run.stderr
+
+
 async def test_promote_without_wait_prints_the_id(
     http_server: HttpServer, manifest_file: Path
 ) -> None:
@@ -499,7 +653,7 @@ async def test_client_maps_problems_and_conflicts(http_server: HttpServer) -> No
         return web.json_response(body, status=400)
 
     async def busy(request: web.Request) -> web.Response:
-        return error(409, "ConflictError", "promotion 1 is active", promotion_id="1")
+        return error(409, "ConflictError", "promotion 1 is active", active_promotion_id="1")
 
     app = web.Application()
     app.router.add_post("/v1/promotions", bad)
@@ -511,7 +665,7 @@ async def test_client_maps_problems_and_conflicts(http_server: HttpServer) -> No
         assert "stage: unknown stage 'prod' (fix: use production)" in str(problems.value)
         with pytest.raises(ConflictError) as conflict:
             await client.approve("1")
-        assert conflict.value.promotion_id == "1"
+        assert (conflict.value.active_id, conflict.value.promotion_id) == ("1", None)
 
 
 async def test_stage_rollback_prints_from_and_to(http_server: HttpServer) -> None:
@@ -559,12 +713,13 @@ async def test_event_stream_skips_keepalives_and_reports_in_band_errors(
     http_server: HttpServer,
 ) -> None:
     async def events(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        assert request.headers["Accept"] == "text/event-stream"  # also as a first request
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         first = PromotionEvent("p1", 1, 1.0, "created", {"phase": "pending"}).to_dict()
-        await response.write(json.dumps(first).encode() + b"\n\n")
+        await response.write(sse(first) + b": keepalive\n\n")
         failure = {"error": {"type": "LedgerError", "message": "ledger is locked"}}
-        await response.write(json.dumps(failure).encode() + b"\n")
+        await response.write(sse(failure, "error"))
         return response
 
     app = web.Application()
@@ -621,3 +776,43 @@ def test_panel_shows_e_values_of_sequential_gates() -> None:
 def test_tables_shorten_every_digest_algorithm(artifact: str, shown: str) -> None:
     """Tables show the first 12 hex characters of a digest, whatever its algorithm."""
     assert _short(artifact) == shown
+
+
+def waiting_verdict(requests: float | None, reason: str = "") -> dict[str, Any]:
+    """A verdict whose error_rate gate has too few requests (or, without them, no data)."""
+    no_data = {"gate": "error_rate", "result": "no_data", "classification": None,
+               "value": None, "requests": requests, "min_requests": 50 if requests else None,
+               "reason": reason or f"error_rate: no data for the candidate ({requests:g} "
+               "requests since the last judged reading, need 50)"}  # fmt: skip
+    return {"kind": "verdict", "data": {"decision": "wait", "action": "wait",
+            "gates": [no_data, gate("p99", "pass", None, 0.2)]}}  # fmt: skip
+
+
+def test_plain_progress_shows_a_step_waiting_for_evidence() -> None:
+    """Too few requests make a step wait: one line when it starts waiting, with how far
+    the evidence has come, and again only after the evidence was judged in between."""
+    view = ProgressView(
+        {"phase": "progressing", "weight": 10, "step_index": 0, "service": "demo"}, title="t"
+    )
+    judged = {"kind": "verdict", "data": {"decision": "pass", "gates": [
+        gate("error_rate", "pass", None, 0.01)]}}  # fmt: skip
+    first = waiting_verdict(None, "error_rate: no data for the candidate (first reading)")
+    lines = [view.apply(e) for e in (first, judged, waiting_verdict(12), waiting_verdict(24))]
+    assert lines == [
+        "[t] waiting for evidence at 10%: error_rate: no data for the candidate (first reading)",
+        None,
+        "[t] waiting for evidence at 10%: error_rate 12 of 50 requests",
+        None,
+    ]
+    assert view.waiting == "error_rate 24 of 50 requests"
+
+
+def test_panel_shows_a_step_waiting_for_evidence() -> None:
+    view = ProgressView(
+        {"id": "p1", "phase": "progressing", "weight": 10, "step_index": 0, "service": "demo",
+         "stage": "prod", "version": "1.1.0", "artifact": "r@sha256:" + "a" * 64},
+    )  # fmt: skip
+    view.apply(waiting_verdict(12))
+    console = Console(file=io.StringIO(), width=120)
+    console.print(view.render())
+    assert "waiting: error_rate 12 of 50 requests" in console.file.getvalue()  # type: ignore[attr-defined]

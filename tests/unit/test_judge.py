@@ -97,6 +97,34 @@ def test_no_data_is_no_data(candidate: Measurement, reason: str) -> None:
     assert result.baseline == 0.5
 
 
+RATIO = {"ratio": {"bad": "bad", "total": "total"}, "max": 0.1, "minRequests": 50}
+
+
+@pytest.mark.parametrize(
+    ("bounds", "candidate", "requests", "needed"),
+    [
+        pytest.param(RATIO, Measurement.no_data("12 requests, need 50"), 12.0, 50, id="too-few"),
+        pytest.param(RATIO, Measurement.no_data("waiting for the other gates"), 60.0, None,
+                     id="enough-requests-other-reason"),
+        pytest.param(RATIO, Measurement.no_data("first reading"), None, None, id="first-reading"),
+        pytest.param({"query": "up", "max": 0.1}, NO_DATA, 12.0, None, id="query-gate"),
+        pytest.param(RATIO, value(0.01), 60.0, None, id="judged"),
+    ],
+)  # fmt: skip
+def test_no_data_for_want_of_traffic_names_the_requests_needed(
+    bounds: dict[str, Any], candidate: Measurement, requests: float | None, needed: int | None
+) -> None:
+    """A ratio gate short of ``minRequests`` says how many it needs, so a view can show
+    how far the evidence has come; other verdicts carry no such number."""
+    got = judge_threshold(
+        SloGate.model_validate({"name": "g", **bounds}),
+        Evidence(candidate, NO_DATA, candidate_requests=requests),
+        [],
+        confirm=3,
+    )
+    assert (got.requests, got.min_requests) == (requests, needed)
+
+
 @pytest.mark.parametrize(
     ("bounds", "candidate", "baseline", "result", "threshold", "reason"),
     [
@@ -332,6 +360,7 @@ def test_verdict_carries_the_numbers() -> None:
         "e_threshold": None,
         "clearance": None,
         "cleared": None,
+        "min_requests": None,
     }
 
 
