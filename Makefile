@@ -1,5 +1,6 @@
 # The two set-up commands: `make demo` and `make test`. Both create .venv and install
-# what they need (Prometheus from the distribution's packages when it is missing).
+# what they need (Prometheus, and HAProxy for the tests, from the distribution's packages
+# when they are missing).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -13,11 +14,15 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-prometheus:
-	@scripts/install-prometheus.sh
+PROMETHEUS_PACKAGES := prometheus=prometheus promtool=prometheus \
+	prometheus-alertmanager=prometheus-alertmanager amtool=prometheus-alertmanager
 
+prometheus:
+	@scripts/install-packages.sh $(PROMETHEUS_PACKAGES)
+
+# HAProxy: the webhook actuator's worked example runs end to end against a real one
 test-deps:
-	@scripts/install-test-deps.sh
+	@scripts/install-packages.sh $(PROMETHEUS_PACKAGES) haproxy=haproxy
 
 demo: $(BIN)/.installed prometheus
 	$(BIN)/promgate demo
@@ -27,7 +32,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
-test: $(BIN)/.installed prometheus test-deps lint
+test: $(BIN)/.installed test-deps lint
 	$(BIN)/pytest -q
 
 bench-latency: $(BIN)/.installed prometheus

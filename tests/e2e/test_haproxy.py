@@ -42,7 +42,7 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(
         shutil.which("haproxy") is None and not os.environ.get("CI"),
-        reason="needs haproxy on PATH (scripts/install-test-deps.sh installs it)",
+        reason="needs haproxy on PATH (`make test` installs it)",
     ),
 ]
 

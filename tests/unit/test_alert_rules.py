@@ -79,7 +79,7 @@ def _tool(name: str) -> str:
     found = shutil.which(name)
     if found is None:
         pytest.fail(
-            f"{name} is not on PATH; `make test` installs it (scripts/install-prometheus.sh)"
+            f"{name} is not on PATH; `make test` installs it (scripts/install-packages.sh)"
         )
     return found
 
