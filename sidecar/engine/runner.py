@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,7 @@ from sidecar.domain.policy import Stage
 from sidecar.domain.promotion import Phase, Promotion
 from sidecar.engine.context import EngineContext
 from sidecar.engine.traffic import sides
-from sidecar.errors import ActuationError
+from sidecar.errors import ActuationError, PromgateError
 from sidecar.strategies.base import Action, ActionKind, Strategy, track_evidence
 from sidecar.strategies.factory import build_strategy
 from sidecar.telemetry.logging import get_logger
@@ -87,8 +88,26 @@ class PromotionRunner:
                 self.promotion = await self.start_traffic(approved)
                 continue
             await self.ctx.clock.sleep(self.analysis.interval)
-            await self._step()
+            try:
+                await self._step()
+            except Exception as exc:  # a fault of ours must not orphan the promotion
+                await self._evaluation_failed(exc)
         return self.promotion
+
+    async def _evaluation_failed(self, error: Exception) -> None:
+        """An evaluation failed unexpectedly (a bug, a ledger that refused a write): log it
+        with its traceback, then carry on from the stored state at the next interval, so
+        the promotion holds where it is instead of being left without a runner."""
+        _log.error(
+            "evaluation failed; the next interval tries again",
+            extra={"promotion": self.promotion.id, "error": f"{type(error).__name__}: {error}"},
+            exc_info=error,
+        )
+        with contextlib.suppress(PromgateError):
+            self.promotion = await self.ctx.ledger.get(self.promotion.id)
+            await self.ctx.event(
+                self.promotion, "evaluation_failed", {"error": type(error).__name__}
+            )
 
     async def _abort_unroutable(self, error: ActuationError) -> Promotion:
         return await self.ctx.move(

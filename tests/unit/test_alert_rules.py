@@ -78,9 +78,7 @@ _IDENTIFIER = re.compile(r"(?<![\w:.$])([a-zA-Z_:][\w:]*)(?![\w:])(?!\s*\()")
 def _tool(name: str) -> str:
     found = shutil.which(name)
     if found is None:
-        pytest.fail(
-            f"{name} is not on PATH; `make test` installs it (scripts/install-packages.sh)"
-        )
+        pytest.fail(f"{name} is not on PATH; `make test` installs it (scripts/install-packages.sh)")
     return found
 
 

@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from sidecar.analysis.judge import StepCounts
 from sidecar.analysis.prometheus import MetricsSource, NullMetricsSource, PrometheusSource
 from sidecar.domain.artifact import ArtifactRef
+from sidecar.domain.measurement import Measurement
 from sidecar.domain.promotion import (
     COMMAND_PHASES,
     COMMAND_TARGETS,
@@ -864,4 +865,34 @@ async def test_an_abort_that_stops_a_runner_as_it_promotes_finishes_the_promoted
     ]
     history = await ledger.stable_history("demo", "qa")
     assert history[-1].promotion_id == candidate.id
+    await controller.stop()
+
+
+class FailingOnce(NullMetricsSource):
+    """A source whose first queries fail with an error no seam expects, like a bug would."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+
+    async def query(self, promql: str) -> Measurement:
+        if self.failures > 0:
+            self.failures -= 1
+            raise RuntimeError("unexpected")
+        return await super().query(promql)
+
+
+async def test_an_evaluation_that_fails_unexpectedly_holds_the_promotion_and_goes_on() -> None:
+    """An unexpected error in one evaluation is logged and recorded; the runner carries on
+    at the next interval, so the promotion still ends (here inconclusive, as no data)."""
+    ledger = MemoryLedger()
+    controller, _ = build(ledger, FakeClock(), FailingOnce(failures=2), no_data="30s")
+    await controller.start()
+    await first_release(controller)
+    candidate = await controller.create(
+        release("b", "1.1.0"), "staging", upstream="http://127.0.0.1:9002"
+    )
+    done = await asyncio.wait_for(controller.wait_finished(candidate.id), 10)
+    assert done.phase is Phase.INCONCLUSIVE
+    failed = [e for e in await ledger.events(candidate.id) if e.kind == "evaluation_failed"]
+    assert [e.data["error"] for e in failed] == ["RuntimeError"]
     await controller.stop()
