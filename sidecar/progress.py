@@ -104,6 +104,7 @@ class ProgressView:
     holding: bool = False  # analysis unavailable: traffic held where it is
     waiting: str = ""  # what the step's gates wait for (too little traffic, no data yet)
     lost: str = ""  # why the sidecar stopped answering, while reconnecting
+    waited_in: tuple[Any, Any] | None = None  # the (step, weight) whose wait was announced
 
     @property
     def phase(self) -> str:
@@ -122,7 +123,7 @@ class ProgressView:
             self.promotion["reason"] = reason
         if "gates" in data:
             self.gates = list(data["gates"])
-        was_waiting, self.lost = self.waiting, ""
+        self.lost = ""
         self.waiting = waiting_for_evidence(data.get("gates") or []) if kind == "verdict" else ""
         prefix = f"[{self.title}] " if self.title else ""
         if kind in TERMINAL_KINDS:
@@ -142,7 +143,8 @@ class ProgressView:
         breaches = [g for g in data.get("gates") or [] if g.get("result") == "breach"]
         if kind == "verdict" and breaches:
             return f"{prefix}breach at {step[1]}%: " + "; ".join(_breach(g) for g in breaches)
-        if self.waiting and not was_waiting:
+        if self.waiting and self.waited_in != step:  # once a step: windows fill in turns
+            self.waited_in = step
             return f"{prefix}waiting for evidence at {step[1]}%: {self.waiting}"
         return None
 

@@ -789,22 +789,27 @@ def waiting_verdict(requests: float | None, reason: str = "") -> dict[str, Any]:
 
 
 def test_plain_progress_shows_a_step_waiting_for_evidence() -> None:
-    """Too few requests make a step wait: one line when it starts waiting, with how far
-    the evidence has come, and again only after the evidence was judged in between."""
+    """Too few requests make a step wait: one line, with how far the evidence has come,
+    the first time a step waits; windows that fill in turns within the step add none,
+    and the next step that waits gets its own line."""
     view = ProgressView(
         {"phase": "progressing", "weight": 10, "step_index": 0, "service": "demo"}, title="t"
     )
     judged = {"kind": "verdict", "data": {"decision": "pass", "gates": [
         gate("error_rate", "pass", None, 0.01)]}}  # fmt: skip
     first = waiting_verdict(None, "error_rate: no data for the candidate (first reading)")
-    lines = [view.apply(e) for e in (first, judged, waiting_verdict(12), waiting_verdict(24))]
+    next_step = {"kind": "step", "data": {"step": 1, "weight": 25, "reason": "step 1 passed"}}
+    events = (first, judged, waiting_verdict(12), next_step, waiting_verdict(24), judged)
+    lines = [view.apply(e) for e in events]
     assert lines == [
         "[t] waiting for evidence at 10%: error_rate: no data for the candidate (first reading)",
         None,
-        "[t] waiting for evidence at 10%: error_rate 12 of 50 requests",
+        None,
+        "[t] step 2: weight 25%: step 1 passed",
+        "[t] waiting for evidence at 25%: error_rate 24 of 50 requests",
         None,
     ]
-    assert view.waiting == "error_rate 24 of 50 requests"
+    assert view.waiting == ""
 
 
 def test_panel_shows_a_step_waiting_for_evidence() -> None:
