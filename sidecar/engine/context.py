@@ -230,7 +230,13 @@ def _actuation_data(state: TrafficState) -> dict[str, Any]:
     return {
         "sequence": state.sequence,
         "backends": [
-            {"digest": b.digest, "weight": b.weight, "role": b.role, "retain_until": b.retain_until}
+            {
+                "digest": b.digest,
+                "backend": b.backend,
+                "weight": b.weight,
+                "role": b.role,
+                "retain_until": b.retain_until,
+            }
             for b in state.backends
         ],
         "preview": state.preview.digest if state.preview else None,

@@ -290,6 +290,12 @@ async def test_slots_alternate_and_a_candidate_becomes_the_next_stable_in_place(
             ("green", "candidate", "http://127.0.0.1:9002"),
             ("blue", "stable", "http://127.0.0.1:9001"),
         }
+        events = await controller.events(second.id)
+        first_split = next(e for e in events if e.kind == "actuation")
+        assert [(b["backend"], b["role"]) for b in first_split.data["backends"]] == [
+            ("blue", "stable"),
+            ("green", "candidate"),
+        ], "actuation events name the backends as the traffic state does"
         source.queries.clear()
         third = await promote(controller, "c", "http://127.0.0.1:9001")
         assert third.phase is Phase.PROMOTED, third.reason
