@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LINTED := sidecar tests examples benchmarks
 
-.PHONY: demo test lint bench-latency bench-decisions prometheus test-deps clean
+.PHONY: demo test lint bench-latency bench-decisions bench-ledger prometheus test-deps clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ test: $(BIN)/.installed test-deps lint
 
 bench-latency: $(BIN)/.installed prometheus
 	$(BIN)/python benchmarks/detection_latency.py
+
+bench-ledger: $(BIN)/.installed
+	$(BIN)/python benchmarks/ledger_writes.py
 
 bench-decisions: $(BIN)/.installed
 	$(BIN)/pip install -q -e '.[test,bench]'
