@@ -35,6 +35,7 @@ from sidecar.analysis.prometheus import NullMetricsSource, PrometheusSource
 from sidecar.analysis.sequential import clearance_test, sequential_test
 from sidecar.domain.measurement import Measurement
 from sidecar.domain.policy import SloGate
+from sidecar.localrun import wait_until
 
 CANDIDATE = {"role": "candidate"}
 BASELINE = {"role": "baseline"}
@@ -277,6 +278,14 @@ async def test_a_bad_query_that_matches_nothing_for_a_while_never_rolls_back(
     """Both sides fail 2% and their bad query comes back empty for 3 s at a time while the
     total answers: the empty readings are gaps, never zero, so no window ever holds the
     errors counted before the gap; every judged window is 2% and nothing breaches."""
+
+    async def bad_series_begins() -> bool:
+        # The first reading must find the bad series: an empty first reading is (rightly)
+        # taken as "no bad event yet", i.e. zero. It answers while time() % 6 >= 3.
+        second = (await time_source.query("time() % 6")).value
+        return second is not None and 3.0 <= second < 4.5
+
+    await wait_until(bad_series_begins, 10, what="the bad series to match", interval_s=0.05)
     analyzer = Analyzer(
         time_source, ThresholdJudge(confirm=3), [FLICKERING], TracerProvider().get_tracer("t")
     )
