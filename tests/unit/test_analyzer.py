@@ -359,7 +359,12 @@ _ISSUE = [(25, 75, False, False, faults) for faults in [_OK] * 3 + [_BAD_EMPTY] 
 
 
 @pytest.mark.parametrize("judged", sorted(_SAME_RATE_GATES))
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,  # the same examples every run: a failure here is never a fluke
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(
     served=st.tuples(st.integers(0, 500), st.integers(0, 100_000)),
     evaluations=st.lists(_EVALUATION, min_size=2, max_size=60),
