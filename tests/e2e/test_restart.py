@@ -11,6 +11,7 @@ import pytest
 
 from sidecar.analysis.prometheus import PrometheusSource
 from tests.e2e.conftest import (
+    Stack,
     StackFactory,
     WebhookReceiver,
     bounded,
@@ -31,13 +32,12 @@ def _passes_at_first_step(event: dict[str, Any]) -> bool:
     return event["kind"] == "verdict" and data.get("decision") == "pass" and data["step"] == 0
 
 
-@bounded(120)
-async def test_killed_sidecar_resumes_the_step_and_never_repeats_an_actuation(
-    stack_factory: StackFactory, webhook_receiver: WebhookReceiver
-) -> None:
-    """SIGKILL at step 1 of a canary driven through the webhook: the restarted sidecar
-    resumes at the same step, sends every (promotion, sequence) once and promotes."""
-    stack = await stack_factory(versions={STAGE: [STABLE, CANDIDATE]}, receiver=webhook_receiver)
+async def _canary_past_its_first_evaluation(
+    stack_factory: StackFactory, receiver: WebhookReceiver
+) -> tuple[Stack, str]:
+    """A canary routed by the webhook receiver under load, once its first step has passed
+    an evaluation: the moment the restart tests kill the sidecar."""
+    stack = await stack_factory(versions={STAGE: [STABLE, CANDIDATE]}, receiver=receiver)
     await stack.seed(STAGE, STABLE)
     stack.start_weighted_load(STAGE, LOAD_RPS)
     await stack.wait_scraped()
@@ -45,6 +45,16 @@ async def test_killed_sidecar_resumes_the_step_and_never_repeats_an_actuation(
     await stack.wait_event(
         promotion_id, _passes_at_first_step, 20, "a passing evaluation in the first step"
     )
+    return stack, promotion_id
+
+
+@bounded(120)
+async def test_killed_sidecar_resumes_the_step_and_never_repeats_an_actuation(
+    stack_factory: StackFactory, webhook_receiver: WebhookReceiver
+) -> None:
+    """SIGKILL at step 1 of a canary driven through the webhook: the restarted sidecar
+    resumes at the same step, sends every (promotion, sequence) once and promotes."""
+    stack, promotion_id = await _canary_past_its_first_evaluation(stack_factory, webhook_receiver)
 
     before = await stack.client.get(promotion_id)
     assert await stack.kill_sidecar() == -signal.SIGKILL
@@ -147,14 +157,7 @@ async def test_traffic_served_while_down_is_judged_and_the_downtime_is_not_step_
     """SIGKILL mid-step while the traffic goes on (routed by the webhook receiver), 8 s
     down, restart: the first evaluation judges every candidate request served meanwhile,
     and the step still runs its 5 s of watched time, the downtime not counted."""
-    stack = await stack_factory(versions={STAGE: [STABLE, CANDIDATE]}, receiver=webhook_receiver)
-    await stack.seed(STAGE, STABLE)
-    stack.start_weighted_load(STAGE, LOAD_RPS)
-    await stack.wait_scraped()
-    promotion_id = await stack.start_promotion(CANDIDATE, STAGE)
-    await stack.wait_event(
-        promotion_id, _passes_at_first_step, 20, "a passing evaluation in the first step"
-    )
+    stack, promotion_id = await _canary_past_its_first_evaluation(stack_factory, webhook_receiver)
     source = PrometheusSource(stack.prometheus_url)
     served = f'sum(demo_requests_total{{stage="{STAGE}", digest="{demo_digest(CANDIDATE)}"}})'
     try:
