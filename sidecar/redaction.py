@@ -2,15 +2,14 @@
 
 Two tools, used wherever text from outside reaches the ledger, a log line, an API
 answer or a span: :func:`strip_userinfo` drops ``user:password@`` from a URL, and
-:func:`redact` masks given secrets and any URL userinfo inside free text (e.g. a body a
-webhook receiver echoed back). Pure: no I/O.
+:func:`redact` masks given secrets and any URL userinfo inside free text (e.g. an error
+message about to be audited). Every mask is :data:`REDACTED`. Pure: no I/O.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from urllib.parse import quote, unquote, urlsplit
 
 REDACTED = "<redacted>"
 
@@ -26,17 +25,6 @@ def strip_userinfo(url: str) -> str:
 def has_userinfo(url: str) -> bool:
     """Whether ``url`` carries a user name or password in its authority."""
     return _URL_USERINFO.search(url) is not None
-
-
-def url_secrets(url: str) -> tuple[str, ...]:
-    """The password of ``url`` as written and decoded, to pass to :func:`redact`."""
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return ()
-    if not password:
-        return ()
-    return tuple(dict.fromkeys((password, unquote(password), quote(unquote(password), safe=""))))
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:

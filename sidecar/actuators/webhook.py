@@ -40,6 +40,7 @@ from yarl import URL
 
 from sidecar.actuators.base import TrafficState
 from sidecar.errors import ActuationError, Problem, SettingsError
+from sidecar.redaction import REDACTED
 
 _log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ beside the Standard Webhooks headers for this version; check ``webhook-signature
 SEQUENCE_HEADER = "X-Promgate-Sequence"
 _SIGNATURE_PREFIX = "sha256="
 _SECRET_PREFIX = b"whsec_"
-_REDACTED = b"<redacted>"
+_REDACTED = REDACTED.encode()
 _BODY_EXCERPT_BYTES = 200
 _MAX_BACKOFF_S = 10.0
 _TRACE_CONTEXT = TraceContextTextMapPropagator()

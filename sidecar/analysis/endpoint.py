@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from yarl import URL
 
 from sidecar.errors import SettingsError
+from sidecar.redaction import REDACTED
 
 
 @dataclass(frozen=True)
@@ -42,5 +43,5 @@ class Endpoint:
         """Remove any credential from ``text``, wherever a message picked it up."""
         secrets = {s for s in (self.url.raw_user, self.url.raw_password, *self.credentials) if s}
         for secret in sorted(secrets, key=len, reverse=True):
-            text = text.replace(secret, "***")
+            text = text.replace(secret, REDACTED)
         return text

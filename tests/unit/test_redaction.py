@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.redaction import REDACTED, has_userinfo, redact, strip_userinfo, url_secrets
+from sidecar.redaction import REDACTED, has_userinfo, redact, strip_userinfo
 
 
 @pytest.mark.parametrize(
@@ -24,12 +24,6 @@ from sidecar.redaction import REDACTED, has_userinfo, redact, strip_userinfo, ur
 def test_strip_userinfo_drops_only_the_authority_credentials(url: str, stripped: str) -> None:
     assert strip_userinfo(url) == stripped
     assert has_userinfo(url) == (url != stripped)
-
-
-def test_url_secrets_gives_the_password_as_written_and_decoded() -> None:
-    assert set(url_secrets("https://u:p%40ss@h/")) == {"p%40ss", "p@ss"}
-    assert url_secrets("https://u@h/") == ()
-    assert url_secrets("https://[bad/") == ()
 
 
 def test_redact_masks_secrets_and_userinfo_in_text() -> None:
