@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from yarl import URL
+
 REDACTED = "<redacted>"
 
 # scheme://userinfo@ : the userinfo runs up to the last "@" before the path, query or fragment
@@ -25,6 +27,13 @@ def strip_userinfo(url: str) -> str:
 def has_userinfo(url: str) -> bool:
     """Whether ``url`` carries a user name or password in its authority."""
     return _URL_USERINFO.search(url) is not None
+
+
+def credential_forms(url: URL) -> set[str]:
+    """``url``'s user and password as sent and as decoded: what to :func:`redact` from text
+    that may quote the URL."""
+    forms = {url.raw_user, url.raw_password, url.user, url.password}
+    return {form for form in forms if form}
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:

@@ -40,7 +40,7 @@ from yarl import URL
 
 from sidecar.actuators.base import TrafficState
 from sidecar.errors import ActuationError, Problem, SettingsError
-from sidecar.redaction import REDACTED
+from sidecar.redaction import REDACTED, credential_forms
 
 _log = logging.getLogger(__name__)
 
@@ -267,8 +267,7 @@ def _secrets_of(url: URL, secret: bytes | None) -> list[bytes]:
     """Every form in which a secret could come back in a receiver's answer, longest first:
     the signing secret, and the URL's user, password and query values, decoded and as
     sent, and the ``Authorization: Basic`` value made of the user and password."""
-    found: set[str | bytes] = {url.raw_user or "", url.raw_password or ""}
-    found |= {url.user or "", url.password or "", *url.query.values()}
+    found: set[str | bytes] = {*credential_forms(url), *url.query.values()}
     found |= {part.partition("=")[2] for part in url.raw_query_string.split("&")}
     if url.user is not None:
         basic = f"{url.user}:{url.password or ''}".encode()

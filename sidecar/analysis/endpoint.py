@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from yarl import URL
 
 from sidecar.errors import SettingsError
-from sidecar.redaction import REDACTED
+from sidecar.redaction import REDACTED, credential_forms
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,6 @@ class Endpoint:
 
     def redact(self, text: str) -> str:
         """Remove any credential from ``text``, wherever a message picked it up."""
-        secrets = {s for s in (self.url.raw_user, self.url.raw_password, *self.credentials) if s}
-        for secret in sorted(secrets, key=len, reverse=True):
+        for secret in sorted(credential_forms(self.url), key=len, reverse=True):
             text = text.replace(secret, REDACTED)
         return text

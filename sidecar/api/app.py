@@ -13,7 +13,7 @@ import contextlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, replace
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -25,7 +25,7 @@ from sidecar.actuators.base import BACKEND_NAME
 from sidecar.api.auth import Principal, Role, TokenTable
 from sidecar.domain.manifest import credential_paths
 from sidecar.domain.policy import MAX_NAME
-from sidecar.domain.promotion import PromotionEvent, StableRelease
+from sidecar.domain.promotion import Promotion, PromotionEvent, StableRelease
 from sidecar.domain.validation import MAX_INTEGER, json_problems, parse_int, problems_from
 from sidecar.engine.controller import Controller
 from sidecar.errors import (
@@ -67,6 +67,7 @@ _AUDIT_TEXT = 512  # characters of an audit row's action, target or reason
 _ACTIONS = {"rollback-stage": "rollback"}  # route name -> audited action, where they differ
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
 
 
 class _CreateRequest(BaseModel):
@@ -203,11 +204,7 @@ class _Api:
             )
         except NotFoundError:
             raise _bad_cursor() from None
-        page = promotions[:limit]
-        more = len(promotions) > limit
-        return web.json_response(
-            {"items": [p.to_dict() for p in page], "next": page[-1].id if more else None}
-        )
+        return _page(promotions, limit, Promotion.to_dict, lambda p: p.id)
 
     async def audit_trail(self, request: web.Request) -> web.Response:
         """The audit trail for admins, newest first, paged like the promotion list."""
@@ -215,11 +212,7 @@ class _Api:
         limit = _limit(request.query.get("limit"))
         before = _count(request.query.get("cursor"), "cursor") or None
         entries = await self.controller.ctx.ledger.audit_trail(limit=limit + 1, before=before)
-        page = entries[:limit]
-        more = len(entries) > limit
-        return web.json_response(
-            {"items": [asdict(e) for e in page], "next": str(page[-1].id) if more else None}
-        )
+        return _page(entries, limit, asdict, lambda e: str(e.id))
 
     async def get_promotion(self, request: web.Request) -> web.Response:
         self._principal(request, Role.VIEWER)
@@ -618,6 +611,18 @@ def _limit(value: str | None, default: int | None = DEFAULT_PAGE) -> Any:
             [Problem("limit", f"{value[:32]!r} is not from 1 to {MAX_PAGE}", "e.g. limit=100")],
         )
     return int(value)
+
+
+def _page(
+    items: Sequence[T], limit: int, to_json: Callable[[T], Any], cursor_of: Callable[[T], str]
+) -> web.Response:
+    """One page of a list read with ``limit + 1`` items: the extra one says a next page
+    exists, and ``next`` is the cursor that reads it."""
+    page = items[:limit]
+    more = len(items) > limit
+    return web.json_response(
+        {"items": [to_json(item) for item in page], "next": cursor_of(page[-1]) if more else None}
+    )
 
 
 def _cursor(value: str | None) -> str | None:
