@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from sidecar.client import TERMINAL_KINDS, ApiClient
-from sidecar.demo import demo_digest, demo_manifest
 from sidecar.domain.policy import Analysis, load_policy
 from sidecar.errors import PromgateError
-from sidecar.localrun import wait_until
-from sidecar.localstack import ROOT, LocalStack
+from sidecar.local.demo import demo_digest, demo_manifest
+from sidecar.local.processes import wait_until
+from sidecar.local.stack import ROOT, LocalStack
 
 POLICY = Path(__file__).resolve().with_name("latency-policy.yaml")
 REFERENCE_POLICY = ROOT / "examples" / "policy.yaml"

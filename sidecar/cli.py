@@ -549,7 +549,7 @@ def schema_policy() -> None:
 @cli.command()
 def demo() -> None:
     """Run the end-to-end demo: real services, Prometheus and the sidecar, on this machine."""
-    from sidecar.demo import run_demo  # noqa: PLC0415 - the demo is loaded only when run
+    from sidecar.local.demo import run_demo  # noqa: PLC0415 - the demo is loaded only when run
 
     code = asyncio.run(run_demo(_console()))
     if code:

@@ -25,7 +25,11 @@ occur and never cross it. Each error says what was wrong, where, and what to do.
     │   ├── ProviderHTTPError        Prometheus answered with a non-success status
     │   └── QueryError               Prometheus refused the query (bad PromQL)
     ├── ActuationError           traffic could not be shifted
-    └── LedgerError              durable state could not be read or written
+    ├── LedgerError              durable state could not be read or written
+    └── KubeError                the Kubernetes API failed or refused a request
+        ├── KubeNotFoundError        the object does not exist (404)
+        ├── KubeConflictError        its resourceVersion moved, or the name is taken (409)
+        └── KubeInvalidError         the API server rejected the object as invalid (422)
 """
 
 from __future__ import annotations
@@ -178,3 +182,31 @@ class ActuationError(PromgateError):
 
 class LedgerError(PromgateError):
     """Durable state could not be read or written."""
+
+
+class KubeError(PromgateError):
+    """The Kubernetes API server failed or refused a request (unreachable, 5xx, 401/403).
+
+    ``status`` is the HTTP status (0 when the server did not answer) and ``reason`` the
+    Status object's ``reason`` (``NotFound``, ``Conflict``, ``AlreadyExists``, ``Invalid``).
+    """
+
+    def __init__(self, message: str, *, status: int = 0, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class KubeNotFoundError(KubeError):
+    """The named object (or its namespace) does not exist."""
+
+
+class KubeConflictError(KubeError):
+    """A write lost a race: the object's resourceVersion moved since it was read
+    (``reason`` ``Conflict``), or a create found the name taken (``AlreadyExists``).
+    Re-read, re-decide, and write again, or give up."""
+
+
+class KubeInvalidError(KubeError):
+    """The API server rejected the object as invalid (HTTP 422); the message names the
+    fields, as the server reported them."""

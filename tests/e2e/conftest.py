@@ -33,8 +33,8 @@ from aiohttp import web
 from sidecar.actuators.webhook import SEQUENCE_HEADER, verify
 from sidecar.analysis.prometheus import PrometheusSource
 from sidecar.client import ApiClient
-from sidecar.demo import demo_digest, demo_manifest
-from sidecar.loadgen import LoadGenerator
+from sidecar.local.demo import demo_digest, demo_manifest
+from sidecar.local.loadgen import LoadGenerator
 from tests.support.processes import (
     REPO_ROOT,
     ManagedProcess,
@@ -519,7 +519,7 @@ class Stack:
     # ---- releases --------------------------------------------------------------------
 
     def manifest_file(self, version: str, **overrides: Any) -> Path:
-        """A release manifest for ``version`` (sidecar.demo.demo_manifest) written to a file."""
+        """A release manifest for ``version`` (``demo_manifest``) written to a file."""
         data = demo_manifest(version)
         data.update(overrides)
         path = self.workdir / f"manifest-{version}-{len(list(self.workdir.glob('manifest-*')))}"

@@ -26,7 +26,7 @@ import yaml
 
 from sidecar.actuators.webhook import standard_signature
 from sidecar.analysis.prometheus import PrometheusSource
-from sidecar.loadgen import LoadGenerator
+from sidecar.local.loadgen import LoadGenerator
 from tests.e2e.conftest import Stack, bounded, demo_digest, gates_of
 from tests.support.processes import (
     REPO_ROOT,

@@ -1,4 +1,4 @@
-"""Test helpers around real processes and servers; the process core lives in sidecar.localrun."""
+"""Test helpers around real processes and servers; the core lives in sidecar.local.processes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.analysis.prometheus import MetricsSource
 from sidecar.domain.measurement import Measurement
-from sidecar.localrun import (
+from sidecar.local.processes import (
     ManagedProcess,
     free_port,
     start_prometheus,

@@ -35,7 +35,7 @@ from sidecar.analysis.prometheus import NullMetricsSource, PrometheusSource
 from sidecar.analysis.sequential import clearance_test, sequential_test
 from sidecar.domain.measurement import Measurement
 from sidecar.domain.policy import SloGate
-from sidecar.localrun import wait_until
+from sidecar.local.processes import wait_until
 
 CANDIDATE = {"role": "candidate"}
 BASELINE = {"role": "baseline"}

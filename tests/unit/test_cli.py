@@ -21,7 +21,7 @@ from sidecar.client import ApiClient
 from sidecar.domain.artifact import ArtifactRef
 from sidecar.domain.promotion import Phase, Promotion, PromotionEvent
 from sidecar.errors import ConflictError, ProblemsError, PromgateError
-from sidecar.localrun import free_port
+from sidecar.local.processes import free_port
 from sidecar.progress import ProgressView, follow, outcome_exit_code, summarize_gates
 from tests.conftest import HttpServer
 

@@ -36,7 +36,7 @@ from sidecar.analysis.judge import (
 )
 from sidecar.domain.artifact import ArtifactRef
 from sidecar.domain.promotion import Phase, Promotion
-from sidecar.localrun import wait_until
+from sidecar.local.processes import wait_until
 from sidecar.telemetry.metrics import PrometheusRecorder
 from tests.conftest import HttpServer, PrometheusFactory
 

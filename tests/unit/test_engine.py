@@ -46,7 +46,7 @@ from sidecar.errors import (
     StageOrderError,
 )
 from sidecar.ledger.memory import MemoryLedger
-from sidecar.localrun import wait_until
+from sidecar.local.processes import wait_until
 from sidecar.telemetry.metrics import PrometheusRecorder
 from sidecar.testing import FakeClock, RecordingActuator
 from tests.support.manifests import manifest

@@ -14,7 +14,7 @@ import pytest
 
 from sidecar.analysis.check import QueryCheck
 from sidecar.analysis.prometheus import PrometheusSource
-from sidecar.demo import demo_digest, demo_manifest
+from sidecar.local.demo import demo_digest, demo_manifest
 from tests.conftest import DemoServiceFactory, PrometheusFactory
 from tests.support.processes import REPO_ROOT, wait_for_value
 

@@ -27,12 +27,12 @@ from click.testing import CliRunner, Result
 
 from sidecar.analysis.prometheus import PrometheusSource
 from sidecar.cli import cli
-from sidecar.demo import demo_digest, demo_manifest
 from sidecar.domain.artifact import ArtifactRef
 from sidecar.domain.measurement import Measurement, MeasurementKind
 from sidecar.domain.policy import parse_policy
 from sidecar.errors import ProviderError
-from sidecar.loadgen import LoadGenerator
+from sidecar.local.demo import demo_digest, demo_manifest
+from sidecar.local.loadgen import LoadGenerator
 from sidecar.replay import (
     Baseline,
     HistoricalSource,

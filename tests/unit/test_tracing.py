@@ -15,7 +15,7 @@ from sidecar.domain.promotion import Promotion
 from sidecar.engine.context import EngineContext
 from sidecar.engine.controller import Controller
 from sidecar.ledger.memory import MemoryLedger
-from sidecar.localrun import wait_until
+from sidecar.local.processes import wait_until
 from sidecar.telemetry.metrics import PrometheusRecorder
 from sidecar.telemetry.tracing import build_tracer_provider, release_attributes
 from sidecar.testing import FakeClock, RecordingActuator

@@ -22,8 +22,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from sidecar.localrun import wait_until
-from sidecar.localstack import ROOT, LocalStack
+from sidecar.local.processes import wait_until
+from sidecar.local.stack import ROOT, LocalStack
 from sidecar.progress import follow, summarize_gates
 
 POLICY = ROOT / "examples" / "policy.yaml"

@@ -21,11 +21,17 @@ from sidecar.analysis.prometheus import PrometheusSource
 from sidecar.app import Sidecar
 from sidecar.client import ApiClient
 from sidecar.errors import PromgateError
-from sidecar.loadgen import LoadGenerator
-from sidecar.localrun import ManagedProcess, free_port, start_prometheus, url_is_ok, wait_until
+from sidecar.local.loadgen import LoadGenerator
+from sidecar.local.processes import (
+    ManagedProcess,
+    free_port,
+    start_prometheus,
+    url_is_ok,
+    wait_until,
+)
 from sidecar.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SERVICE_SCRIPT = ROOT / "examples" / "service" / "demo_service.py"
 BASE_ERROR_RATE = "0.002"
 BASE_LATENCY_MS = "20"
