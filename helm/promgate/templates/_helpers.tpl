@@ -85,3 +85,52 @@ PROMGATE_PROXY_LISTEN: stage=host:port[,stage=host:port].
 {{- define "promgate.ledgerClaim" -}}
 {{- default (printf "%s-ledger" (include "promgate.fullname" .)) .Values.ledger.persistence.existingClaim }}
 {{- end }}
+
+{{/*
+"true" when the ledger lives in the API server (promotions and ConfigMaps), else "".
+*/}}
+{{- define "promgate.kubeLedger" -}}
+{{- if eq .Values.ledger.backend "kubernetes" }}true{{ end }}
+{{- end }}
+
+{{/*
+"true" when replicas elect a leader: asked for, and possible (the kubernetes ledger).
+*/}}
+{{- define "promgate.leaderElection" -}}
+{{- if and .Values.leaderElection.enabled (include "promgate.kubeLedger" .) }}true{{ end }}
+{{- end }}
+
+{{/*
+"true" when promgate talks to the Kubernetes API at all (and so needs a token and RBAC).
+*/}}
+{{- define "promgate.usesKubeApi" -}}
+{{- if or (include "promgate.kubeLedger" .) (include "promgate.leaderElection" .) (eq .Values.actuator "kubernetes") }}true{{ end }}
+{{- end }}
+
+{{- define "promgate.leaseName" -}}
+{{- default (include "promgate.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{/*
+The namespaces of the stages' workloads, as a JSON list: kubernetes.targetNamespaces, or
+the release namespace.
+*/}}
+{{- define "promgate.targetNamespaces" -}}
+{{- default (list .Release.Namespace) .Values.kubernetes.targetNamespaces | uniq | toJson }}
+{{- end }}
+
+{{/*
+The Deployments promgate may update when names are given: each stable Deployment, its
+canary candidate and its blue-green slots (sidecar/domain/kubernetes.py names them).
+*/}}
+{{- define "promgate.deploymentNames" -}}
+{{- $names := list }}
+{{- range .Values.kubernetes.resourceNames.deployments }}
+{{- $names = concat $names (list . (printf "%s-candidate" .) (printf "%s-blue" .) (printf "%s-green" .)) }}
+{{- end }}
+{{- $names | toJson }}
+{{- end }}
+
+{{- define "promgate.runbookUrl" -}}
+{{- printf "%s/runbook.md" (trimSuffix "/" .Values.docs.url) }}
+{{- end }}
