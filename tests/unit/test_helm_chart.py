@@ -762,3 +762,20 @@ def test_sqlite_ledger_storage() -> None:
     claimed = _mount_of(existing, "/var/lib/promgate/ledger.db")
     assert claimed["persistentVolumeClaim"]["claimName"] == "mine"
     assert not _of(_render(), "PersistentVolumeClaim"), "the kubernetes ledger needs no volume"
+
+
+def test_policy_from_an_existing_config_map() -> None:
+    """A policy kept in its own file: the chart mounts the user's ConfigMap instead."""
+    documents = _render({"existingPolicyConfigMap": "checkout-policy"})
+    assert not [d for d in _of(documents, "ConfigMap") if d["metadata"]["name"].endswith("-policy")]
+    settings = _settings(documents)
+    volume = _mount_of(documents, str(settings.policy))
+    assert volume["configMap"]["name"] == "checkout-policy"
+    assert volume["configMap"]["items"] == [{"key": "policy.yaml", "path": "policy.yaml"}]
+    assert "annotations" not in _one(documents, "Deployment")["spec"]["template"]["metadata"]
+    for doc in documents:
+        assert_valid(doc, "existing policy ConfigMap")
+    annotated = _render({"existingPolicyConfigMap": "p", "podAnnotations": {"team": "delivery"}})
+    pod_metadata = _one(annotated, "Deployment")["spec"]["template"]["metadata"]
+    assert pod_metadata["annotations"] == {"team": "delivery"}
+    assert "/existingPolicyConfigMap" in _schema_complaint({"existingPolicyConfigMap": "Policy!"})

@@ -134,3 +134,10 @@ canary candidate and its blue-green slots (sidecar/domain/kubernetes.py names th
 {{- define "promgate.runbookUrl" -}}
 {{- printf "%s/runbook.md" (trimSuffix "/" .Values.docs.url) }}
 {{- end }}
+
+{{/*
+The ConfigMap holding policy.yaml: one the user made from a policy file, or the chart's.
+*/}}
+{{- define "promgate.policyConfigMap" -}}
+{{- default (printf "%s-policy" (include "promgate.fullname" .)) .Values.existingPolicyConfigMap }}
+{{- end }}
