@@ -1,10 +1,11 @@
 """Validation of Kubernetes objects offline: built-in kinds and the published CRDs.
 
 Built-in kinds go through kubernetes-validate (Kubernetes' own OpenAPI schemas, strict, so
-an unknown field fails). Custom resources are checked against the ``openAPIV3Schema`` of
-the published CustomResourceDefinitions in ``../shared/k8s-schemas`` (gateway-api,
-prometheus-operator) with jsonschema; their CEL rules (``x-kubernetes-validations``) are
-not evaluated. CI always has ``../shared``; elsewhere the tests that need it skip and say why.
+an unknown field fails). Custom resources are checked with jsonschema against the
+``openAPIV3Schema`` of their CustomResourceDefinition: the published ones in
+``../shared/k8s-schemas`` (gateway-api, prometheus-operator) and promgate's own in the
+chart's ``crds/``; CEL rules (``x-kubernetes-validations``) are not evaluated. CI always
+has ``../shared``; elsewhere the tests that need it skip and say why.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 KUBERNETES = "1.30.0"
 SHARED_SCHEMAS = REPO.parent / "shared" / "k8s-schemas"
+OWN_CRDS = {("promgate.dev", "Promotion"): REPO / "helm/promgate/crds/promotions.promgate.dev.yaml"}
 PUBLISHED_CRDS = {
     ("gateway.networking.k8s.io", "HTTPRoute"): "gateway-api-v1.6.1-httproutes.yaml",
     ("monitoring.coreos.com", "ServiceMonitor"): "prometheus-operator-v0.93.0-servicemonitors.yaml",
@@ -44,7 +46,7 @@ def shared_schemas() -> Path:
 
 @functools.cache
 def _crd_validator(group: str, kind: str, version: str) -> jsonschema.protocols.Validator:
-    path = shared_schemas() / PUBLISHED_CRDS[(group, kind)]
+    path = OWN_CRDS.get((group, kind)) or shared_schemas() / PUBLISHED_CRDS[(group, kind)]
     crd = yaml.safe_load(path.read_text())
     (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
     return jsonschema.Draft4Validator(served["schema"]["openAPIV3Schema"])
@@ -53,7 +55,7 @@ def _crd_validator(group: str, kind: str, version: str) -> jsonschema.protocols.
 def problems(doc: dict[str, Any]) -> list[str]:
     """What a real API server would refuse in ``doc`` (empty when it is valid)."""
     group, _, version = doc["apiVersion"].rpartition("/")
-    if (group, doc["kind"]) in PUBLISHED_CRDS:
+    if (group, doc["kind"]) in PUBLISHED_CRDS.keys() | OWN_CRDS.keys():
         validator = _crd_validator(group, doc["kind"], version)
         return [
             f"{'.'.join(map(str, error.absolute_path)) or '<root>'}: {error.message}"
