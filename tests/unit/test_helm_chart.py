@@ -97,6 +97,7 @@ def _variants() -> Iterator[tuple[str, dict[str, Any]]]:
     yield "defaults (kubernetes)", {}
     yield "kubernetes, everything on", EVERYTHING_ON
     yield "kubernetes ledger, webhook", {"actuator": "webhook", "webhook": WEBHOOK["webhook"]}
+    yield "sqlite ledger, kubernetes actuator", {**EMBEDDED, "actuator": "kubernetes"}
     yield "embedded, proxy", EMBEDDED_PROXY
     yield "embedded, webhook, no persistence", WEBHOOK
 
@@ -429,6 +430,15 @@ def test_workload_roles_follow_the_target_namespaces_and_names() -> None:
     # Without names, updates reach every object of those kinds in the target namespace.
     unnamed = _grants(_rules(_render(), NAMESPACE, "pg-promgate-workloads"))
     assert ("gateway.networking.k8s.io", "httproutes", "update", ()) in unnamed
+
+
+def test_one_pod_on_sqlite_may_still_drive_the_cluster() -> None:
+    """The kubernetes actuator with the SQLite ledger: workload Role, no Lease, one pod."""
+    documents = _render({**EMBEDDED, "actuator": "kubernetes"})
+    assert [r["metadata"]["name"] for r in _of(documents, "Role")] == ["pg-promgate-workloads"]
+    assert _pod(documents)["automountServiceAccountToken"] is True
+    assert _env(documents)["PROMGATE_LEADER_ELECTION"] == "false"
+    assert _one(documents, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
 
 
 def test_no_workload_role_without_the_kubernetes_actuator() -> None:
