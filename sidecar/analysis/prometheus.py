@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
@@ -52,6 +53,7 @@ class PrometheusSource:
         self,
         base_url: str,
         *,
+        bearer_token_file: Path | None = None,
         timeout_s: float = 5.0,
         attempts: int = 3,
         backoff_initial_s: float = 0.2,
@@ -60,6 +62,7 @@ class PrometheusSource:
     ) -> None:
         self._client = PrometheusClient(
             base_url,
+            bearer_token_file=bearer_token_file,
             timeout_s=timeout_s,
             attempts=attempts,
             backoff_initial_s=backoff_initial_s,

@@ -1,7 +1,8 @@
 """The one Prometheus HTTP API client, shared by live analysis and replay.
 
 It speaks ``/api/v1/query``, ``/api/v1/query_range`` and ``/-/ready`` over one aiohttp
-session, sends the endpoint's credentials as a header and masks them in every message,
+session, sends the endpoint's credentials (basic auth from the URL, or a bearer token
+file) as a header and masks them in every message,
 retries what another attempt may cure (refused or reset connections, timeouts, 5xx,
 429 after its ``Retry-After``) with jittered backoff, and maps every failure into the
 error tree: ProviderTimeoutError, ProviderHTTPError, QueryError (the query itself was
@@ -16,6 +17,7 @@ import email.utils
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -30,6 +32,7 @@ from sidecar.errors import (
     QueryError,
     SettingsError,
 )
+from sidecar.redaction import REDACTED
 
 POINTS_PER_REQUEST = 10_000  # Prometheus refuses more than 11,000 points per series
 _SHOWN_CHARS = 400
@@ -66,7 +69,9 @@ class PrometheusClient:
 
     A ``Retry-After`` up to ``timeout_s`` is waited for before the next attempt; a longer
     one ends the retries at once (the caller holds and asks again later, which is kinder
-    to a rate-limited server than blocking an evaluation for minutes).
+    to a rate-limited server than blocking an evaluation for minutes). A bearer token
+    file is read again for every request, so a rotated token (Kubernetes projects a new
+    service account token every hour) is used at once.
     """
 
     def __init__(
@@ -74,6 +79,7 @@ class PrometheusClient:
         base_url: str,
         *,
         setting: str = "the Prometheus URL",
+        bearer_token_file: Path | None = None,
         timeout_s: float = 5.0,
         attempts: int = 3,
         backoff_initial_s: float = 0.2,
@@ -88,7 +94,18 @@ class PrometheusClient:
                 f"backoff_initial_s={backoff_initial_s}, backoff_max_s={backoff_max_s})"
             )
         self._base_url = self._endpoint.display_url
-        self._headers = self._endpoint.headers
+        self._token_file = bearer_token_file
+        self._token = ""
+        if bearer_token_file is not None:
+            if self._endpoint.headers:
+                raise SettingsError(
+                    f"{setting} carries a user or password and a bearer token file is given "
+                    "too; use one of them"
+                )
+            try:
+                self._token = _read_token(bearer_token_file)
+            except OSError as exc:
+                raise SettingsError(_token_problem(bearer_token_file, exc)) from None
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._timeout_s = timeout_s
         self._attempts = attempts
@@ -103,7 +120,8 @@ class PrometheusClient:
 
     def redact(self, text: str) -> str:
         """``text`` without the endpoint's credentials, for text built outside the client."""
-        return self._endpoint.redact(text)
+        text = self._endpoint.redact(text)
+        return text.replace(self._token, REDACTED) if self._token else text
 
     async def instant(self, query: str, at: float | None = None) -> list[Sample]:
         """An instant query (as of ``at``, epoch seconds; default now): its samples."""
@@ -130,10 +148,10 @@ class PrometheusClient:
         """Whether Prometheus says it is ready to serve queries; False on any failure."""
         try:
             async with self._client().get(
-                f"{self._base_url}/-/ready", headers=self._headers, timeout=self._timeout
+                f"{self._base_url}/-/ready", headers=self._headers(), timeout=self._timeout
             ) as response:
                 return response.status == 200
-        except (aiohttp.ClientError, TimeoutError):
+        except (aiohttp.ClientError, TimeoutError, ProviderError):
             return False
 
     async def close(self) -> None:
@@ -141,6 +159,16 @@ class PrometheusClient:
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
+
+    def _headers(self) -> dict[str, str]:
+        """The Authorization header: the URL's basic auth, or the token file as it is now."""
+        if self._token_file is None:
+            return self._endpoint.headers
+        try:
+            self._token = _read_token(self._token_file)
+        except OSError as exc:
+            raise ProviderError(_token_problem(self._token_file, exc)) from None
+        return {"Authorization": f"Bearer {self._token}"}
 
     def _client(self) -> aiohttp.ClientSession:
         """One session for all requests, created on first use inside the running loop."""
@@ -182,9 +210,10 @@ class PrometheusClient:
 
     async def _get_once(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
         """One HTTP round trip, with aiohttp's exceptions translated to the error tree."""
+        headers = self._headers()
         try:
             async with self._client().get(
-                self._base_url + path, params=params, headers=self._headers, timeout=self._timeout
+                self._base_url + path, params=params, headers=headers, timeout=self._timeout
             ) as response:
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
@@ -232,6 +261,24 @@ class PrometheusClient:
         if not isinstance(data, dict):
             raise ProviderError(f"Prometheus answer has no data object: {said}")
         return data
+
+
+def _read_token(path: Path) -> str:
+    """The token in ``path``; OSError when it cannot be read or is not one token."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise OSError(0, "the file is not UTF-8 text") from None
+    if not token or any(char.isspace() for char in token):
+        raise OSError(0, "the file must hold one token, on one line")
+    return token
+
+
+def _token_problem(path: Path, exc: OSError) -> str:
+    return (
+        f"cannot read the Prometheus bearer token file {path}: {exc.strerror or exc}; "
+        "point PROMGATE_PROMETHEUS_BEARER_TOKEN_FILE at a readable file holding the token"
+    )
 
 
 def _retry_after_of(state: RetryCallState) -> float | None:

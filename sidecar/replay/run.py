@@ -7,6 +7,7 @@ import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from opentelemetry import trace
@@ -156,6 +157,7 @@ async def replay(
     start: float,
     end: float,
     baseline: Baseline | None,
+    bearer_token_file: Path | None = None,
     client: RangeClient | None = None,
 ) -> ReplayResult:
     """Re-judge ``[start, end]`` of a past release with the real engine and stored data.
@@ -187,7 +189,10 @@ async def replay(
             "fit in one replay: shorten the window"
         )
     range_client = client or PrometheusClient(
-        prometheus_url, setting="--prometheus-url", timeout_s=REPLAY_TIMEOUT_S
+        prometheus_url,
+        setting="--prometheus-url",
+        bearer_token_file=bearer_token_file,
+        timeout_s=REPLAY_TIMEOUT_S,
     )
     clock = _ReplayClock(start, end)
     source = HistoricalSource(range_client, clock, start=start, end=end, step=interval)

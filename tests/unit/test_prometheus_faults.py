@@ -34,6 +34,7 @@ from sidecar.errors import (
     ProviderHTTPError,
     ProviderTimeoutError,
     QueryError,
+    SettingsError,
 )
 from sidecar.local.processes import ManagedProcess, prometheus_binary
 from sidecar.replay import HistoricalSource
@@ -299,6 +300,63 @@ async def test_a_range_needs_a_positive_step(clients: Callable[..., PrometheusCl
     client = clients("http://127.0.0.1:9")
     with pytest.raises(QueryError, match="step > 0"):
         await client.range("up", T0, T0 + 10, 0)
+
+
+# --- a bearer token file ---------------------------------------------------------------------
+
+TOKEN_1, TOKEN_2 = "tok-1-8dK2mZ", "tok-2-Yq7wLp"
+
+
+async def test_a_bearer_token_file_is_sent_reread_and_never_shown(
+    http_server: HttpServer, via: Via, tmp_path: Path
+) -> None:
+    """Each request carries the file's token as it is then: a rotated token is used at
+    once, and a server that echoes it back does not get it into the message."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN_1 + "\n")
+    script = Scripted([success(), answer(401, f"token {TOKEN_2} is not allowed here")])
+    url = await http_server(script.app())
+    client = PrometheusClient(url, bearer_token_file=token_file, attempts=1)
+    try:
+        assert await via.call(client) == via.healthy
+        token_file.write_text(TOKEN_2)
+        error = await failure(via, client)
+        token_file.unlink()
+        gone = await failure(via, client)
+    finally:
+        await client.close()
+
+    assert script.authorizations == [f"Bearer {TOKEN_1}", f"Bearer {TOKEN_2}"]
+    assert type(error) is ProviderHTTPError
+    assert str(error) == (
+        f"Prometheus at {url} answered HTTP 401: token <redacted> is not allowed here"
+    )
+    assert f"cannot read the Prometheus bearer token file {token_file}" in str(gone)
+    assert len(script.hits) == 2  # the missing file is found before any request
+
+
+@pytest.mark.parametrize(
+    ("content", "url", "expected"),
+    [
+        (None, "http://127.0.0.1:9", "No such file or directory"),
+        ("  \n", "http://127.0.0.1:9", "the file must hold one token"),
+        (f"{TOKEN_1}\n{TOKEN_2}\n", "http://127.0.0.1:9", "the file must hold one token"),
+        (TOKEN_1, with_credentials("http://127.0.0.1:9"), "use one of them"),
+    ],
+    ids=["missing", "empty", "two-lines", "and-a-password"],
+)
+def test_a_bad_bearer_token_file_is_refused_at_once(
+    tmp_path: Path, content: str | None, url: str, expected: str
+) -> None:
+    token_file = tmp_path / "token"
+    if content is not None:
+        token_file.write_text(content)
+    with pytest.raises(SettingsError) as caught:
+        PrometheusClient(url, bearer_token_file=token_file)
+    message = str(caught.value)
+    assert expected in message
+    for secret in (TOKEN_1, TOKEN_2, PASSWORD, USER):
+        assert secret not in message
 
 
 # --- the callers above the client ---------------------------------------------------------------

@@ -510,6 +510,15 @@ def test_a_bad_time_names_its_flag(files: Path, args: list[str], message: str) -
             "promgate: --baseline has the candidate's own digest",
         ),
         (
+            [
+                *("--from", "2024-05-01T12:00:00Z", "--to", "2024-05-01T12:10:00Z"),
+                *("--prometheus-bearer-token-file", "/nonexistent/token"),
+            ],
+            None,
+            "promgate: cannot read the Prometheus bearer token file /nonexistent/token: No "
+            "such file or directory",
+        ),
+        (
             ["--from", "2024-05-01T12:00:00Z", "--to", "2024-05-01T12:10:00Z", "--stage", "qa"],
             None,
             "promgate: --stage: stage 'qa' is not in policy replay-test; known: production, "
