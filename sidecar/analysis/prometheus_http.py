@@ -132,7 +132,9 @@ class PrometheusClient:
         """A range query over ``[start, end]`` every ``step`` seconds, fetched in chunks
         below Prometheus's per-series point limit and merged, each series oldest first."""
         if step <= 0 or end < start:
-            raise QueryError(f"a range query needs step > 0 and end >= start ({step=}, {start=})")
+            raise QueryError(
+                f"a range query needs step > 0 and end >= start ({step=}, {start=}, {end=})"
+            )
         merged: dict[tuple[tuple[str, str], ...], dict[float, float]] = {}
         chunk = step * (POINTS_PER_REQUEST - 1)
         at = start
