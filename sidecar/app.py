@@ -54,6 +54,7 @@ class Sidecar:
         )
         self.source = PrometheusSource(
             settings.prometheus_url,
+            bearer_token_file=settings.prometheus_bearer_token_file,
             timeout_s=settings.prometheus_timeout_s,
             attempts=settings.prometheus_attempts,
         )

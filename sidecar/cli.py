@@ -461,10 +461,18 @@ def policy() -> None:
     "--baseline", metavar="IMAGE@sha256:...", help="with --prometheus: the stage's stable release"
 )
 @click.option("--baseline-version", metavar="V", help="the baseline's version")
+@click.option(
+    "--prometheus-bearer-token-file",
+    "bearer_token_file",
+    envvar="PROMGATE_PROMETHEUS_BEARER_TOKEN_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="file holding a bearer token for Prometheus [env PROMGATE_PROMETHEUS_BEARER_TOKEN_FILE]",
+)
 def policy_check(
     file: Path,
     *,
     prometheus_url: str | None,
+    bearer_token_file: Path | None,
     manifest_file: Path | None,
     stage: str | None,
     baseline: str | None,
@@ -502,6 +510,7 @@ def policy_check(
             manifest_file=manifest_file,
             stage_name=stage,
             prometheus_url=prometheus_url,
+            bearer_token_file=bearer_token_file,
             baseline=baseline,
             baseline_version=baseline_version,
         )
@@ -596,6 +605,13 @@ def demo() -> None:
     metavar="URL",
     help="Prometheus holding the window's data [env PROMGATE_PROMETHEUS_URL]",
 )
+@click.option(
+    "--prometheus-bearer-token-file",
+    "bearer_token_file",
+    envvar="PROMGATE_PROMETHEUS_BEARER_TOKEN_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="file holding a bearer token for Prometheus [env PROMGATE_PROMETHEUS_BEARER_TOKEN_FILE]",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the evaluations as JSON")
 def replay(
     *,
@@ -607,6 +623,7 @@ def replay(
     baseline: str | None,
     baseline_version: str | None,
     prometheus_url: str,
+    bearer_token_file: Path | None,
     as_json: bool,
 ) -> None:
     """Re-judge a past window on the data Prometheus kept: the decision each step would have made.
@@ -635,6 +652,7 @@ def replay(
             manifest.to_json_dict(),
             stage=stage or checked.stages[0].name,
             prometheus_url=prometheus_url,
+            bearer_token_file=bearer_token_file,
             start=times["--from"],
             end=times["--to"],
             baseline=stable,

@@ -20,6 +20,7 @@ async def run_check(
     manifest_file: Path,
     stage_name: str,
     prometheus_url: str,
+    bearer_token_file: Path | None,
     baseline: str | None,
     baseline_version: str | None,
 ) -> list[QueryCheck]:
@@ -49,7 +50,7 @@ async def run_check(
         baseline_version=baseline_version or "",
     )
     candidate, compared = identities(promotion)
-    source = PrometheusSource(prometheus_url)
+    source = PrometheusSource(prometheus_url, bearer_token_file=bearer_token_file)
     try:
         return await check_queries(stage.gates.slo, candidate, compared, source.count_series)
     finally:

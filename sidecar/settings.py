@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     prometheus_url: str = Field(
         default="http://127.0.0.1:9090", description="Prometheus base URL used for SLO gates"
     )
+    prometheus_bearer_token_file: Path | None = Field(
+        default=None,
+        description="file holding a bearer token for Prometheus (e.g. a service account "
+        "token), read again for every query; not with credentials in prometheus_url",
+    )
     prometheus_timeout_s: float = Field(default=5.0, gt=0, description="per-query timeout")
     prometheus_attempts: int = Field(default=3, ge=1, description="tries per query")
     ledger: str = Field(default="sqlite", description="durable state backend: sqlite or memory")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 from yarl import URL
@@ -36,8 +37,13 @@ class Endpoint:
         return str(self.url.with_user(None)).rstrip("/")
 
     @property
-    def credentials(self) -> tuple[str, str]:
-        return self.url.user or "", self.url.password or ""
+    def headers(self) -> dict[str, str]:
+        """What to send with every request: basic auth from the URL's userinfo, if any."""
+        user, password = self.url.user or "", self.url.password or ""
+        if not user and not password:
+            return {}
+        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        return {"Authorization": f"Basic {token}"}
 
     def redact(self, text: str) -> str:
         """Remove any credential from ``text``, wherever a message picked it up."""

@@ -11,20 +11,15 @@ who got traffic: a candidate that served 5% of requests then is judged on that 5
 where the replayed policy would already have given it 50%.
 """
 
-from sidecar.replay.history import (
-    HistoricalSource,
-    PrometheusRangeClient,
-    Series,
-    check_window,
-    parse_instant,
-)
+from sidecar.analysis.prometheus_http import Series
+from sidecar.replay.history import HistoricalSource, RangeClient, check_window, parse_instant
 from sidecar.replay.report import exit_code, report_lines
 from sidecar.replay.run import Baseline, baseline_from_flags, replay
 
 __all__ = [
     "Baseline",
     "HistoricalSource",
-    "PrometheusRangeClient",
+    "RangeClient",
     "Series",
     "baseline_from_flags",
     "check_window",

@@ -8,18 +8,17 @@ import contextlib
 import datetime
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from sidecar.analysis.endpoint import Endpoint
-from sidecar.analysis.prometheus import clip, many_series
+from sidecar.analysis.prometheus import many_series
+from sidecar.analysis.prometheus_http import Series
 from sidecar.domain.measurement import Measurement
 from sidecar.engine.clock import Clock
 from sidecar.errors import InputError, ProviderError
 
 MAX_WINDOW_S = 24 * 3600.0
-_POINTS_PER_REQUEST = 10_000  # Prometheus refuses more than 11,000 points per series
 _EPOCH = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 _LATEST_EPOCH_S = 1e11  # year 5138: a larger number is milliseconds, not seconds
 
@@ -79,111 +78,16 @@ def check_window(start: float, end: float, now: float | None = None) -> None:
 # --- the range client ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Series:
-    """One series of a range query: its labels and (timestamp, value) points, oldest first."""
-
-    labels: Mapping[str, str]
-    points: Sequence[tuple[float, float]]
-
-
 class RangeClient(Protocol):
-    """Blocking range queries; every failure is a ProviderError whose text names the cause."""
+    """Range queries; every failure is a ProviderError whose text names the cause.
+    :class:`~sidecar.analysis.prometheus_http.PrometheusClient` is the real one."""
 
-    def query_range(self, promql: str, start: float, end: float, step: float) -> list[Series]: ...
+    @property
+    def display_url(self) -> str: ...
 
-    def close(self) -> None: ...
+    async def range(self, query: str, start: float, end: float, step: float) -> list[Series]: ...
 
-
-class PrometheusRangeClient:
-    """``prometheus-api-client``'s range queries, reduced to typed series.
-
-    Credentials in the URL are sent as basic auth and kept out of every message. TLS
-    certificates are verified. Long windows are fetched in chunks below Prometheus's limit
-    of 11,000 points per series.
-    """
-
-    def __init__(self, base_url: str, *, timeout_s: int = 15, attempts: int = 3) -> None:
-        # Imported here: only a replay needs the client and its requests dependency.
-        from prometheus_api_client.prometheus_connect import (  # noqa: PLC0415
-            PrometheusConnect,
-        )
-        from urllib3.util.retry import Retry  # noqa: PLC0415
-
-        self._endpoint = Endpoint.parse(base_url, "--prometheus-url")
-        user, password = self._endpoint.credentials
-        self.display_url = self._endpoint.display_url
-        options: dict[str, Any] = {"auth": (user, password)} if user or password else {}
-        self._client = PrometheusConnect(
-            url=self.display_url,
-            disable_ssl=False,
-            timeout=timeout_s,
-            retry=Retry(
-                total=max(attempts - 1, 0),
-                backoff_factor=0.2,
-                status_forcelist=[429, 500, 502, 503, 504],
-                raise_on_status=False,
-            ),
-            **options,
-        )
-
-    def query_range(self, promql: str, start: float, end: float, step: float) -> list[Series]:
-        merged: dict[tuple[tuple[str, str], ...], dict[float, float]] = {}
-        chunk = step * (_POINTS_PER_REQUEST - 1)
-        at = start
-        while at <= end:
-            upto = min(at + chunk, end)
-            for labels, points in self._fetch(promql, at, upto, step):
-                merged.setdefault(tuple(sorted(labels.items())), {}).update(points)
-            at = upto + step
-        return [Series(dict(labels), sorted(points.items())) for labels, points in merged.items()]
-
-    def close(self) -> None:
-        close: Callable[[], None] | None = getattr(self._client, "close", None)
-        if close is not None:
-            close()
-
-    def _fetch(
-        self, promql: str, start: float, end: float, step: float
-    ) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
-        try:
-            result: Any = self._client.custom_query_range(
-                promql,
-                start_time=datetime.datetime.fromtimestamp(start, tz=datetime.UTC),
-                end_time=datetime.datetime.fromtimestamp(end, tz=datetime.UTC),
-                step=f"{step:g}",
-            )
-        except Exception as exc:  # the client raises requests', urllib3's and its own
-            raise ProviderError(
-                self._redact(
-                    f"cannot read {iso(start)} .. {iso(end)} from Prometheus at "
-                    f"{self.display_url}: {type(exc).__name__}: {clip(str(exc))}"
-                )
-            ) from None
-        return _parse_matrix(result)
-
-    def _redact(self, text: str) -> str:
-        return self._endpoint.redact(text)
-
-
-def _parse_matrix(result: Any) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
-    """The ``result`` of a range query: a list of ``{metric, values: [[t, "v"], ...]}``."""
-    if not isinstance(result, list):
-        raise ProviderError(f"range result is not a list: {clip(repr(result))}")
-    parsed = []
-    for series in result:
-        metric = series.get("metric") if isinstance(series, dict) else None
-        values = series.get("values") if isinstance(series, dict) else None
-        if not isinstance(metric, dict) or not isinstance(values, list):
-            raise ProviderError(f"range series is not {{metric, values}}: {clip(repr(series))}")
-        points = []
-        for pair in values:
-            try:
-                points.append((float(pair[0]), float(pair[1])))
-            except (TypeError, ValueError, IndexError, KeyError):
-                raise ProviderError(f"sample is not [time, value]: {clip(repr(pair))}") from None
-        parsed.append(({str(k): str(v) for k, v in metric.items()}, points))
-    return parsed
+    async def close(self) -> None: ...
 
 
 # --- the historical source ----------------------------------------------------------------
@@ -199,14 +103,14 @@ class HistoricalSource:
     """A :class:`~sidecar.analysis.prometheus.MetricsSource` that answers as of ``clock.now()``.
 
     The first ask for a query fetches the whole window once as a range query with the
-    analysis interval as its step (in a thread: the client blocks); later asks only look
-    up the cache. Each point of a range result is what an instant query at that time
-    would have returned: Prometheus has already applied its 5-minute lookback and its
-    staleness markers. So the answer as of ``now`` is each series' point at the latest
-    grid time at or before ``now``; a series without a point within one step of ``now``
-    had no value then. One series is a value, none is no data, several are a provider
-    error (a gate needs one number), as with the live source. A failed fetch is a
-    provider error for every ask of that query: the replay holds, it never rolls back.
+    analysis interval as its step; later asks only look up the cache. Each point of a range
+    result is what an instant query at that time would have returned: Prometheus has already
+    applied its 5-minute lookback and its staleness markers. So the answer as of ``now`` is
+    each series' point at the latest grid time at or before ``now``; a series without a
+    point within one step of ``now`` had no value then. One series is a value, none is no
+    data, several are a provider error (a gate needs one number), as with the live source. A
+    failed fetch is a provider error for every ask of that query: the replay holds, it never
+    rolls back.
     """
 
     def __init__(
@@ -244,15 +148,13 @@ class HistoricalSource:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await asyncio.to_thread(self._client.close)
+        await self._client.close()
 
     async def _fetch(self, promql: str) -> _Fetched:
         try:
-            series = await asyncio.to_thread(
-                self._client.query_range, promql, self._start, self._end, self._step
-            )
+            series = await self._client.range(promql, self._start, self._end, self._step)
         except ProviderError as exc:
-            return _Fetched(error=str(exc))
+            return _Fetched(error=f"cannot read {iso(self._start)} .. {iso(self._end)}: {exc}")
         return _Fetched(series=series)
 
     def _lookup(self, promql: str, series: Sequence[Series], now: float) -> Measurement:

@@ -7,11 +7,13 @@ import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from opentelemetry import trace
 
 from sidecar.actuators.null import NullActuator
+from sidecar.analysis.prometheus_http import PrometheusClient
 from sidecar.domain.artifact import ArtifactRef
 from sidecar.domain.manifest import ReleaseManifest
 from sidecar.domain.policy import PromotionPolicy, Stage
@@ -20,11 +22,12 @@ from sidecar.engine.context import EngineContext
 from sidecar.engine.controller import Controller
 from sidecar.errors import InputError, RefusedError
 from sidecar.ledger.memory import MemoryLedger
-from sidecar.replay.history import HistoricalSource, PrometheusRangeClient, RangeClient, iso
+from sidecar.replay.history import HistoricalSource, RangeClient, iso
 from sidecar.telemetry.metrics import NullRecorder
 from sidecar.testing import FakeClock
 
 MAX_EVALUATIONS = 100_000
+REPLAY_TIMEOUT_S = 15.0  # a range query over a long window takes longer than an instant one
 CAVEAT = (
     "the weights are what the policy would have set; the data is what really happened, "
     "under the traffic split in force at the time (a replay cannot change who got traffic)"
@@ -154,6 +157,7 @@ async def replay(
     start: float,
     end: float,
     baseline: Baseline | None,
+    bearer_token_file: Path | None = None,
     client: RangeClient | None = None,
 ) -> ReplayResult:
     """Re-judge ``[start, end]`` of a past release with the real engine and stored data.
@@ -184,8 +188,12 @@ async def replay(
             f"{interval:g}s interval of stage {target.name}; at most {MAX_EVALUATIONS} "
             "fit in one replay: shorten the window"
         )
-    range_client = client if client is not None else PrometheusRangeClient(prometheus_url)
-    display_url = getattr(range_client, "display_url", "")
+    range_client = client or PrometheusClient(
+        prometheus_url,
+        setting="--prometheus-url",
+        bearer_token_file=bearer_token_file,
+        timeout_s=REPLAY_TIMEOUT_S,
+    )
     clock = _ReplayClock(start, end)
     source = HistoricalSource(range_client, clock, start=start, end=end, step=interval)
     ledger = MemoryLedger()
@@ -213,7 +221,7 @@ async def replay(
         start=start,
         end=end,
         interval=interval,
-        prometheus_url=display_url,
+        prometheus_url=range_client.display_url,
         phase=Phase.PENDING.value,
         reason="",
     )

@@ -133,3 +133,15 @@ async def test_an_unreachable_prometheus_fails_every_query(workdir: Path) -> Non
 def test_what_a_query_check_says(check: QueryCheck, ok: bool, shown: str) -> None:
     """A bad-event query may match nothing (no bad event yet); no other query may."""
     assert (check.ok, check.shown) == (ok, shown)
+
+
+async def test_a_missing_bearer_token_file_is_refused_before_any_query(workdir: Path) -> None:
+    """The token file is read before the first query; a missing one is bad input (exit 2)."""
+    (workdir / "manifest.json").write_text(json.dumps(demo_manifest(CANDIDATE)))
+    ran = await promgate(
+        "policy", "check", str(POLICY), "--prometheus", "http://127.0.0.1:9", "--manifest",
+        "manifest.json", "--stage", STAGE, "--prometheus-bearer-token-file", "absent-token",
+        cwd=workdir,
+    )  # fmt: skip
+    assert ran.code == 2, ran.output
+    assert "cannot read the Prometheus bearer token file absent-token" in ran.output

@@ -26,6 +26,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from sidecar.analysis.prometheus import PrometheusSource
+from sidecar.analysis.prometheus_http import PrometheusClient
 from sidecar.cli import cli
 from sidecar.domain.artifact import ArtifactRef
 from sidecar.domain.measurement import Measurement, MeasurementKind
@@ -36,7 +37,6 @@ from sidecar.local.loadgen import LoadGenerator
 from sidecar.replay import (
     Baseline,
     HistoricalSource,
-    PrometheusRangeClient,
     Series,
     exit_code,
     replay,
@@ -304,8 +304,7 @@ async def test_a_stopped_prometheus_holds_and_never_rolls_back(
     for gate in rows[0]["gates"]:
         assert gate["result"] == "unavailable"
         assert gate["classification"] == "transient"
-        assert f"from Prometheus at {url}" in gate["reason"]
-        assert "ConnectionError" in gate["reason"]
+        assert f"cannot reach Prometheus at {url}: ClientConnectorError" in gate["reason"]
     outcome = report["outcome"]
     assert outcome["phase"] == "aborted" and outcome["classification"] is None
     assert outcome["reason"].startswith("analysis unavailable for 5s (limit 5s): ")
@@ -330,14 +329,14 @@ class StubRange:
         self.asked: list[tuple[str, float, float, float]] = []
         self.closed = False
 
-    def query_range(self, promql: str, start: float, end: float, step: float) -> list[Series]:
+    async def range(self, promql: str, start: float, end: float, step: float) -> list[Series]:
         self.asked.append((promql, start, end, step))
         answer = self.answers[promql]
         if isinstance(answer, ProviderError):
             raise answer
         return answer
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.closed = True
 
 
@@ -394,23 +393,28 @@ async def test_a_failed_fetch_is_a_provider_error_for_every_ask() -> None:
     clock.advance(1)
     third = await source.query("q")
 
-    expected = Measurement.provider_error("query 'q': cannot read: ConnectionError: refused")
+    expected = Measurement.provider_error(
+        "query 'q': cannot read 2023-11-14T22:08:20Z .. 2023-11-14T22:14:20Z: "
+        "cannot read: ConnectionError: refused"
+    )
     assert first == second == third == expected
     assert len(stub.asked) == 1
 
 
-async def test_the_real_client_names_the_cause_and_hides_credentials() -> None:
+async def test_the_real_client_names_the_window_and_the_cause_and_hides_credentials() -> None:
     port = free_port()  # nothing listens there
-    client = PrometheusRangeClient(f"http://ops:hunter2-pw@127.0.0.1:{port}", attempts=1)
-    with pytest.raises(ProviderError) as caught:
-        await asyncio.to_thread(client.query_range, "up", T0, T0 + 10, 1.0)
-    message = str(caught.value)
-    assert message.startswith(
-        "cannot read 2023-11-14T22:13:20Z .. 2023-11-14T22:13:30Z from Prometheus at "
-        f"http://127.0.0.1:{port}: ConnectionError: "
+    client = PrometheusClient(f"http://ops:hunter2-pw@127.0.0.1:{port}", attempts=1)
+    source = HistoricalSource(client, FakeClock(T0), start=T0, end=T0 + 10, step=1.0, lead_s=0)
+
+    measurement = await source.query("up")
+
+    assert measurement.kind is MeasurementKind.PROVIDER_ERROR
+    assert measurement.detail.startswith(
+        "query 'up': cannot read 2023-11-14T22:13:20Z .. 2023-11-14T22:13:30Z: cannot reach "
+        f"Prometheus at http://127.0.0.1:{port}: ClientConnectorError: "
     )
-    assert "hunter2" not in message and "ops" not in message
-    client.close()
+    assert "hunter2" not in measurement.detail and "ops" not in measurement.detail
+    await source.close()
 
 
 # --- argument errors ------------------------------------------------------------------------
@@ -506,6 +510,15 @@ def test_a_bad_time_names_its_flag(files: Path, args: list[str], message: str) -
             "promgate: --baseline has the candidate's own digest",
         ),
         (
+            [
+                *("--from", "2024-05-01T12:00:00Z", "--to", "2024-05-01T12:10:00Z"),
+                *("--prometheus-bearer-token-file", "/nonexistent/token"),
+            ],
+            None,
+            "promgate: cannot read the Prometheus bearer token file /nonexistent/token: No "
+            "such file or directory",
+        ),
+        (
             ["--from", "2024-05-01T12:00:00Z", "--to", "2024-05-01T12:10:00Z", "--stage", "qa"],
             None,
             "promgate: --stage: stage 'qa' is not in policy replay-test; known: production, "
@@ -541,7 +554,7 @@ class Healthy(StubRange):
     def __init__(self) -> None:
         super().__init__({})
 
-    def query_range(self, promql: str, start: float, end: float, step: float) -> list[Series]:
+    async def range(self, promql: str, start: float, end: float, step: float) -> list[Series]:
         self.asked.append((promql, start, end, step))
         count = int((end - start) / step) + 1
         points = [(start + n * step, 0.0 if "5.." in promql else 40.0 * n) for n in range(count)]
