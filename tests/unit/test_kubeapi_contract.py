@@ -24,6 +24,7 @@ from sidecar.kube.api import (
     Kind,
 )
 from tests.kubeapi import ApiError, ContractApiServer, MissingSchemasError
+from tests.kubeapi.validation import structural
 from tests.support.processes import REPO_ROOT, wait_until
 
 NS = "shop"
@@ -593,7 +594,7 @@ async def test_a_stuck_rollout_exceeds_its_progress_deadline(
     """Past spec.progressDeadlineSeconds, Progressing turns False ProgressDeadlineExceeded."""
     server.rollout("shop/web", "ImagePullBackOff")
     await created(
-        http, DEPLOYMENT, _edit(deployment(replicas=1), "spec.progressDeadlineSeconds", 1)
+        http, DEPLOYMENT, _edit(deployment(replicas=1), "spec.progressDeadlineSeconds", 2)
     )
     stuck = await _rolled_out(server, "web", 1)
     assert _condition(stuck, "Progressing") == ("True", "ReplicaSetUpdated")
@@ -664,3 +665,44 @@ async def test_the_standalone_server(tmp_path: Path) -> None:
     finally:
         process.terminate()
         assert await asyncio.wait_for(process.wait(), 10) == 0
+
+
+@pytest.mark.parametrize(
+    ("schema", "expected"),
+    [
+        ({"type": "number", "nullable": True}, {"type": ["number", "null"]}),
+        (
+            {"type": "object", "properties": {"a": {"type": "string"}}},
+            {
+                "type": "object",
+                "properties": {"a": {"type": "string"}},
+                "additionalProperties": False,
+            },
+        ),
+        (
+            {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "properties": {}},
+            {"type": "object", "properties": {}},
+        ),
+        (
+            {
+                "type": "array",
+                "items": {"type": "integer", "nullable": True},
+                "x-kubernetes-list-type": "set",
+            },
+            {"type": "array", "items": {"type": ["integer", "null"]}},
+        ),
+        (
+            {
+                "x-kubernetes-int-or-string": True,
+                "anyOf": [{"type": "integer"}, {"type": "string"}],
+            },
+            {"anyOf": [{"type": "integer"}, {"type": "string"}]},
+        ),
+    ],
+)
+def test_crd_schemas_become_plain_json_schema(
+    schema: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    """nullable becomes a null type, declared objects refuse unknown fields unless they
+    preserve them, and Kubernetes extension keys are dropped."""
+    assert structural(schema) == expected
