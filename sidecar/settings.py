@@ -88,12 +88,6 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="info", description="debug, info, warning or error")
     max_body_bytes: int = Field(default=1 << 20, gt=0, description="largest accepted request body")
-    kubeconfig: Path | None = Field(
-        default=None, description="kubeconfig file; None: in-cluster config, else ~/.kube/config"
-    )
-    kube_namespace: str | None = Field(
-        default=None, description="namespace of promgate's own objects; None: the pod's namespace"
-    )
     leader_election: bool | None = Field(
         default=None,
         description="act only while holding a Lease; None: on with the kubernetes ledger",
