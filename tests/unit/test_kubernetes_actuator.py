@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from sidecar.kube.client import connect
 
 from sidecar.actuators.base import Backend, TrafficState
+from sidecar.actuators.factory import ActuatorSettings, build_actuator
 from sidecar.actuators.kubernetes import KubernetesActuator, StageTarget, stage_targets
 from sidecar.analysis.prometheus import NullMetricsSource
 from sidecar.domain.kubernetes import KubernetesTarget
@@ -28,7 +29,7 @@ from sidecar.domain.promotion import Phase
 from sidecar.engine.clock import SystemClock
 from sidecar.engine.context import EngineContext
 from sidecar.engine.controller import Controller
-from sidecar.errors import CandidateNotReadyError
+from sidecar.errors import CandidateNotReadyError, SettingsError
 from sidecar.kube.api import DEPLOYMENT, HTTPROUTE, SERVICE, KubeApi, Object
 from sidecar.ledger.memory import MemoryLedger
 from sidecar.local.processes import wait_until
@@ -461,9 +462,7 @@ async def test_blue_green_on_a_service_selector_switches_the_live_slot(
     await kubernetes.apply(blue_green(1, "preview"))
     preview = stored(server, SERVICE, "checkout-preview")
     assert preview["spec"]["selector"] == {"app": "checkout", "promgate.dev/slot": "green"}
-    assert preview["spec"]["ports"] == [
-        {"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}
-    ]
+    assert preview["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": 8080}]
     live = stored(server, SERVICE, "checkout")["spec"]["selector"]
     assert live == {"app": "checkout", "promgate.dev/slot": "blue"}
     await kubernetes.apply(blue_green(2, "switched"))
@@ -563,3 +562,14 @@ async def test_a_promotion_whose_candidate_never_becomes_ready_ends_not_ready(
     assert weights(server) == {"checkout": 100}
     assert replicas(server, "checkout-candidate") == 0
     assert image(server, "checkout") == STABLE_IMAGE
+
+
+async def test_the_factory_builds_the_kubernetes_actuator_only_with_an_api(
+    cluster: tuple[ContractApiServer, KubeApi],
+) -> None:
+    """``actuator: kubernetes`` needs an API client; without one the error says how to get it."""
+    _, api = cluster
+    settings = ActuatorSettings(kind="kubernetes", kube_targets=target(ROUTER, "canary"))
+    assert isinstance(build_actuator(settings, kube=api), KubernetesActuator)
+    with pytest.raises(SettingsError, match="needs a Kubernetes API client"):
+        build_actuator(settings)

@@ -12,8 +12,11 @@ from click.testing import CliRunner
 
 from sidecar.analysis.queries import kubernetes_identity, render
 from sidecar.cli import cli
+from sidecar.domain.artifact import ArtifactRef
 from sidecar.domain.kubernetes import KubernetesTarget, side_names
 from sidecar.domain.policy import parse_policy
+from sidecar.domain.promotion import Promotion
+from sidecar.engine.runner import identities
 from sidecar.errors import PolicyError, QueryError
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -200,3 +203,38 @@ def test_a_pod_regex_renders_inside_the_quotes() -> None:
     values = kubernetes_identity(target(CANARY_ROUTE), "canary", "candidate", "b", "shop")
     rendered = render('sum(x{namespace="$namespace", pod=~"$pod"})', values)
     assert rendered == 'sum(x{namespace="shop", pod=~"checkout-candidate-[a-z0-9]+-[a-z0-9]+"})'
+
+
+def test_the_engine_renders_both_sides_with_the_stages_target() -> None:
+    """The runner's identities carry each side's Kubernetes values beside the release's."""
+    policy = parse_policy(
+        document({"deployment": "checkout", "namespace": "shop", "router": ROUTE})
+    )
+    promotion = Promotion(
+        id="p-1",
+        service="checkout",
+        stage="production",
+        artifact=ArtifactRef("ghcr.io/acme/checkout", "sha256:" + "b" * 64),
+        version="1.1.0",
+        policy_version="1",
+        strategy="canary",
+        candidate_upstream="",
+        manifest={},
+        created_at=1.0,
+        baseline=ArtifactRef("ghcr.io/acme/checkout", "sha256:" + "a" * 64),
+        candidate_backend="green",
+        baseline_backend="blue",
+    )
+    candidate, baseline = identities(promotion, policy.stages[0].kubernetes, "default")
+    assert baseline is not None
+    assert (candidate["workload"], candidate["k8sService"], candidate["namespace"]) == (
+        "checkout-candidate",
+        "checkout-canary",
+        "shop",
+    )
+    assert (baseline["workload"], baseline["k8sService"], baseline["version"]) == (
+        "checkout",
+        "checkout",
+        "",
+    )
+    assert "workload" not in identities(promotion)[0]
