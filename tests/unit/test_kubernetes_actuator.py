@@ -408,7 +408,7 @@ async def test_blue_green_on_an_httproute_previews_switches_and_retires_the_old_
         assert {h["name"]: h["value"] for h in rules[0]["matches"][0]["headers"]} == {
             "X-Promgate-Preview": "1"
         }
-        assert weights(server, rule=2) == {"checkout": 100, "checkout-blue": 100}
+        assert weights(server, rule=2) == {"checkout": 0, "checkout-blue": 100}
         assert image(server, "checkout-blue") == STABLE_IMAGE
         assert image(server, "checkout-green") == CANDIDATE_IMAGE
         green = stored(server, SERVICE, "checkout-green")["spec"]["selector"]
@@ -417,7 +417,7 @@ async def test_blue_green_on_an_httproute_previews_switches_and_retires_the_old_
         await kubernetes.apply(blue_green(2, "switched"))
         rules = stored(server, HTTPROUTE, "checkout")["spec"]["rules"]
         assert [r.get("name") for r in rules] == [None, None]
-        assert weights(server) == {"checkout": 100, "checkout-blue": 0, "checkout-green": 100}
+        assert weights(server) == {"checkout": 0, "checkout-blue": 0, "checkout-green": 100}
         assert replicas(server, "checkout-blue") == 2  # kept for a switch-back
 
         await kubernetes.apply(blue_green(3, "promoted", retain_until=time.time() + 0.5))
@@ -444,7 +444,7 @@ async def test_blue_green_rollback_on_an_httproute_takes_the_candidate_slot_out(
     await kubernetes.apply(blue_green(1, "switched"))
     start = len(order(server))
     await kubernetes.apply(state(2, side("a", 100, "stable", "blue")))
-    assert weights(server) == {"checkout": 100, "checkout-blue": 100, "checkout-green": 0}
+    assert weights(server) == {"checkout": 0, "checkout-blue": 100, "checkout-green": 0}
     assert order(server)[start:] == [
         ("httproutes", "checkout"),
         ("deployments", "checkout-green"),

@@ -143,6 +143,18 @@ def test_the_policy_rule_index_skips_the_preview_rule() -> None:
     assert with_preview(edited, 1, "checkout-green") == edited  # repeated: unchanged
 
 
+def test_a_preview_rule_the_server_filled_with_defaults_is_kept_as_it_is() -> None:
+    """Defaults the API server added to the preview rule do not count as a difference, so a
+    repeated preview writes nothing; a preview to another Service replaces the rule."""
+    added = with_preview(route(), 1, "checkout-green")
+    defaulted = copy.deepcopy(added)
+    preview = defaulted["spec"]["rules"][0]
+    preview["backendRefs"][0].update({"group": "", "kind": "Service", "weight": 1})
+    preview["matches"][0]["headers"][0]["type"] = "Exact"
+    assert with_preview(defaulted, 1, "checkout-green") == defaulted
+    assert with_preview(defaulted, 1, "checkout-blue") == with_preview(route(), 1, "checkout-blue")
+
+
 def test_removing_the_preview_gives_back_the_route_as_it_was() -> None:
     """Without a preview the rule promgate added is gone and nothing else moved."""
     added = with_preview(route(), 1, "checkout-green")

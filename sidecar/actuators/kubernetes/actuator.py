@@ -292,7 +292,12 @@ class KubernetesActuator:
                     slot_labels(selector, backend.backend),
                     like=route.stable_service,
                 )
-            weights = {slot_service(route, b.backend): b.weight for b in state.backends}
+            # the stable Service itself selects the base Deployment's pods: once slots serve,
+            # it gets none of the traffic
+            weights = {
+                route.stable_service: 0,
+                **{slot_service(route, b.backend): b.weight for b in state.backends},
+            }
             await route_traffic(
                 self._api,
                 namespace,

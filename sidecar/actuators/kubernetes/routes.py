@@ -86,11 +86,32 @@ def with_preview(route: Object, rule: int, service: str | None) -> Object:
     the preview rule is removed."""
     edited = copy.deepcopy(route)
     base = _rules(edited)[user_rule_index(edited, rule)]
+    current = [r for r in _rules(edited) if r.get("name") == PREVIEW_RULE]
     rules = [r for r in _rules(edited) if r.get("name") != PREVIEW_RULE]
     if service is not None:
-        rules.insert(0, _preview_rule(base, service, route))
+        wanted = _preview_rule(base, service, route)
+        # the API server fills in defaults (a match's path, a ref's weight): a rule that
+        # holds everything wanted is the same rule, and is kept as it is
+        keep = len(current) == 1 and _holds(current[0], wanted)
+        rules.insert(0, current[0] if keep else wanted)
     edited.setdefault("spec", {})["rules"] = rules
     return edited
+
+
+def _holds(actual: Any, wanted: Any) -> bool:
+    """Whether ``actual`` has every field of ``wanted`` with the same value (lists item by
+    item), whatever else it has."""
+    if isinstance(wanted, dict):
+        return isinstance(actual, dict) and all(
+            key in actual and _holds(actual[key], value) for key, value in wanted.items()
+        )
+    if isinstance(wanted, list):
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(wanted)
+            and all(_holds(a, w) for a, w in zip(actual, wanted, strict=True))
+        )
+    return bool(actual == wanted)
 
 
 def _preview_rule(base: Mapping[str, Any], service: str, route: Object) -> dict[str, Any]:
