@@ -117,7 +117,8 @@ class KubernetesActuator:
         self._services = Services(api)
         self._locks: dict[str, asyncio.Lock] = {}
         self._current: dict[str, TrafficState] = {}
-        self._not_ready: dict[tuple[str, int], CandidateNotReadyError] = {}
+        # per stage, the (promotion, sequence) whose candidate never became ready
+        self._not_ready: dict[str, tuple[tuple[str, int], CandidateNotReadyError]] = {}
         self._timers: dict[str, asyncio.Task[None]] = {}
 
     def check(self, state: TrafficState) -> Sequence[Problem]:
@@ -167,9 +168,9 @@ class KubernetesActuator:
     async def apply(self, state: TrafficState) -> None:
         """Deploy and route ``state``; a state whose candidate never became ready fails the
         same way again without waiting a second time."""
-        failed = self._not_ready.get((state.promotion_id, state.sequence))
-        if failed is not None:
-            raise failed
+        failed = self._not_ready.get(state.stage)
+        if failed is not None and failed[0] == (state.promotion_id, state.sequence):
+            raise failed[1]
         placed = self._targets.get(state.stage)
         if placed is None:
             raise ActuationError(
@@ -184,7 +185,7 @@ class KubernetesActuator:
                 else:
                     await self._blue_green(namespace, placed.target, state)
             except CandidateNotReadyError as exc:
-                self._not_ready[(state.promotion_id, state.sequence)] = exc
+                self._not_ready[state.stage] = ((state.promotion_id, state.sequence), exc)
                 raise
             self._current[state.stage] = state
         self._schedule_retention(namespace, placed.target, state)
@@ -234,15 +235,13 @@ class KubernetesActuator:
             weights = {services[0]: stable.weight, services[1]: candidate.weight}
             await route_traffic(self._api, namespace, route, weights)
             return
-        serving = candidate or stable
-        assert serving is not None  # a state always routes to someone
+        back = {services[0]: 100, services[1]: 0}
         if candidate is not None:  # promoted: the stable Deployment takes the digest first
             await self._roll_stable(namespace, target, _release(candidate, state), candidate=True)
-        weights = {services[0]: 100, services[1]: 0}
-        await route_traffic(self._api, namespace, route, weights)
+        await route_traffic(self._api, namespace, route, back)
         await self._workloads.scale_to_zero(namespace, copy_name)
-        if candidate is None:  # back to stable: its digest, if it had moved on
-            await self._roll_stable(namespace, target, _release(serving, state), candidate=False)
+        if stable is not None:  # back to stable: its digest, if it had moved on
+            await self._roll_stable(namespace, target, _release(stable, state), candidate=False)
 
     async def _roll_stable(
         self, namespace: str, target: KubernetesTarget, release: Release, *, candidate: bool
