@@ -16,7 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic_core import PydanticCustomError
 
 from sidecar.domain.durations import Duration
 from sidecar.domain.promotion import SLOTS
@@ -27,15 +28,23 @@ MAX_LABEL = 63
 CANDIDATE_SUFFIX = "candidate"
 """The canary candidate Deployment is ``<deployment>-candidate``."""
 
+
+def _dns_label(name: str) -> str:
+    what = name_problem(name, "name")
+    if what is not None:
+        fix = "use lowercase letters, digits and '-', starting and ending with a letter or digit"
+        raise PydanticCustomError("dns_label", "{what}", {"what": what, "fix": fix})
+    return name
+
+
 DnsName = Annotated[
     str,
-    Field(
-        min_length=1,
-        max_length=MAX_LABEL,
-        pattern=DNS_LABEL,
-        description="a DNS-1123 label: lowercase letters, digits and '-', at most 63",
+    AfterValidator(_dns_label),
+    WithJsonSchema(
+        {"type": "string", "minLength": 1, "maxLength": MAX_LABEL, "pattern": DNS_LABEL}
     ),
 ]
+"""A DNS-1123 label: lowercase letters, digits and '-', at most 63."""
 
 
 class _Model(BaseModel):

@@ -92,12 +92,12 @@ def test_a_full_target_parses_with_its_defaults() -> None:
                        "traffic at once, so it cannot weight a canary")],
                      id="service-router-with-canary"),
         pytest.param({"deployment": "Checkout", "router": ROUTE}, CANARY,
-                     [("stages[0].kubernetes.deployment", "String should match pattern "
-                       "'^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'")],
+                     [("stages[0].kubernetes.deployment", "name 'Checkout' is not a DNS-1123 "
+                       "label (lowercase letters, digits and '-')")],
                      id="deployment-not-dns"),
         pytest.param({"deployment": "c", "namespace": "shop_eu", "router": ROUTE}, CANARY,
-                     [("stages[0].kubernetes.namespace", "String should match pattern "
-                       "'^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'")],
+                     [("stages[0].kubernetes.namespace", "name 'shop_eu' is not a DNS-1123 "
+                       "label (lowercase letters, digits and '-')")],
                      id="namespace-not-dns"),
         pytest.param({"deployment": "c" * 60, "router": ROUTE}, CANARY,
                      [("stages[0].kubernetes.deployment", f"the derived name '{'c' * 60}-"
