@@ -113,7 +113,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     """A flag's ``90s``, ``30m`` or ``1h`` as seconds."""
     if value is None:
         return None
-    from sidecar.domain.policy import parse_duration  # noqa: PLC0415 - loads pydantic
+    from sidecar.domain.durations import parse_duration  # noqa: PLC0415 - loads pydantic
 
     try:
         return parse_duration(value)
@@ -268,7 +268,8 @@ async def promote(
     """Start a promotion and print its id.
 
     With --wait, follow it (riding over restarts of the sidecar) and exit 0 promoted,
-    1 rolled back or refused, 3 aborted, 4 inconclusive, 5 --timeout elapsed, 2 on errors.
+    1 rolled back, refused or never ready, 3 aborted, 4 inconclusive, 5 --timeout elapsed,
+    2 on errors.
     """
     from sidecar.domain.manifest import load_manifest  # noqa: PLC0415
 

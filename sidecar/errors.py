@@ -25,6 +25,7 @@ occur and never cross it. Each error says what was wrong, where, and what to do.
     │   ├── ProviderHTTPError        Prometheus answered with a non-success status
     │   └── QueryError               Prometheus refused the query (bad PromQL)
     ├── ActuationError           traffic could not be shifted
+    │   └── CandidateNotReadyError   the candidate's workload never became ready (permanent)
     ├── LedgerError              durable state could not be read or written
     └── KubeError                the Kubernetes API failed or refused a request
         ├── KubeNotFoundError        the object does not exist (404)
@@ -178,6 +179,18 @@ class ActuationError(PromgateError):
     def __init__(self, message: str, *, permanent: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+
+
+class CandidateNotReadyError(ActuationError):
+    """The candidate's workload missed its rollout deadline; no traffic moved to it.
+
+    ``reason`` is what Kubernetes gave (``ImagePullBackOff: ...``, ``Unschedulable: ...``).
+    Permanent: the promotion ends as ``not_ready`` instead of retrying.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message, permanent=True)
+        self.reason = reason
 
 
 class LedgerError(PromgateError):

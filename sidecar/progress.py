@@ -24,6 +24,7 @@ _EXIT_CODES = {
     Phase.REFUSED: 1,
     Phase.ABORTED: 3,
     Phase.INCONCLUSIVE: 4,
+    Phase.NOT_READY: 1,
 }
 _PHASE_STYLE = {
     Phase.PROMOTED: "bold green",
@@ -31,11 +32,13 @@ _PHASE_STYLE = {
     Phase.REFUSED: "bold red",
     Phase.ABORTED: "bold yellow",
     Phase.INCONCLUSIVE: "bold yellow",
+    Phase.NOT_READY: "bold red",
 }
 
 
 def outcome_exit_code(phase: str) -> int:
-    """Exit code for a final phase: 0 promoted, 1 rolled back/refused, 3 aborted, 4 inconclusive."""
+    """Exit code for a final phase: 0 promoted, 1 rolled back, refused or never ready,
+    3 aborted, 4 inconclusive."""
     try:
         return _EXIT_CODES.get(Phase(phase), 2)
     except ValueError:

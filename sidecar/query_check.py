@@ -49,7 +49,7 @@ async def run_check(
         baseline=stable,
         baseline_version=baseline_version or "",
     )
-    candidate, compared = identities(promotion)
+    candidate, compared = identities(promotion, stage.kubernetes)
     source = PrometheusSource(prometheus_url, bearer_token_file=bearer_token_file)
     try:
         return await check_queries(stage.gates.slo, candidate, compared, source.count_series)

@@ -55,7 +55,11 @@ class Settings(BaseSettings):
     prometheus_attempts: int = Field(default=3, ge=1, description="tries per query")
     ledger: str = Field(default="sqlite", description="durable state backend: sqlite or memory")
     ledger_path: Path = Field(default=Path(".promgate/ledger.db"), description="SQLite ledger file")
-    actuator: str = Field(default="proxy", description="traffic actuator: proxy, webhook, none")
+    actuator: str = Field(
+        default="proxy",
+        description="traffic actuator: proxy, webhook, kubernetes (deploys to the stages' "
+        "kubernetes targets in the policy), none",
+    )
     proxy_listen: str = Field(
         default="production=127.0.0.1:8080",
         description="built-in proxy listeners, stage=host:port[,stage=host:port]",

@@ -45,6 +45,11 @@ class Backend:
     Always set in a state promgate sends (empty only in states stored by older versions)."""
     retain_until: float | None = None
     """Epoch seconds: weight 0, but keep this release running until then (blue-green)."""
+    image: str = ""
+    """The release's image pinned by digest, ``repository@sha256:<64 hex>``, for actuators
+    that deploy it; empty only in states stored by older versions."""
+    version: str = ""
+    """The release's version, as its manifest gives it; informative."""
 
 
 @dataclass(frozen=True)

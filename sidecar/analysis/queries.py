@@ -19,9 +19,13 @@ from dataclasses import dataclass
 from enum import Enum
 from string import Template
 
+from sidecar.domain.kubernetes import KubernetesTarget, Role, side_names
 from sidecar.errors import QueryError
 
-KNOWN_PLACEHOLDERS: frozenset[str] = frozenset(
+KUBERNETES_PLACEHOLDERS: frozenset[str] = frozenset({"namespace", "workload", "pod", "k8sService"})
+"""A side's Kubernetes identity: its namespace, Deployment, pod-name regex and Service;
+known only in a stage with a ``kubernetes`` target."""
+KNOWN_PLACEHOLDERS: frozenset[str] = KUBERNETES_PLACEHOLDERS | frozenset(
     {
         "service",
         "stage",
@@ -164,6 +168,27 @@ def template_problems(template: str) -> list[tuple[str, str]]:
     ]
     problems.extend(p for p in map(misplaced, uses) if p is not None)
     return problems
+
+
+def kubernetes_identity(
+    target: KubernetesTarget | None,
+    strategy: str,
+    role: Role,
+    backend: str,
+    default_namespace: str,
+) -> dict[str, str]:
+    """The Kubernetes placeholders' values for one side: ``$namespace``, ``$workload`` (its
+    Deployment), ``$pod`` (a regex of its pod names, for ``pod=~"$pod"``) and
+    ``$k8sService``; none without a target, where the policy check refuses them."""
+    if target is None:
+        return {}
+    names = side_names(target, strategy, role, backend)
+    return {
+        "namespace": target.namespace_or(default_namespace),
+        "workload": names.workload,
+        "pod": names.pod,
+        "k8sService": names.service,
+    }
 
 
 def escape_label_value(value: str) -> str:

@@ -113,6 +113,11 @@ class ArtifactRef:
         """The first 12 hex characters, for people."""
         return self.digest.partition(":")[2][:12]
 
+    @property
+    def pinned(self) -> str:
+        """``repository@digest``: what a pod template runs, with no tag to drift."""
+        return f"{self.repository}@{self.digest}"
+
     def __str__(self) -> str:
         tag = f":{self.tag}" if self.tag else ""
         return f"{self.repository}{tag}@{self.digest}"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import re
 from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -11,7 +9,6 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -21,13 +18,11 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from sidecar.analysis.queries import template_problems
+from sidecar.analysis.queries import KUBERNETES_PLACEHOLDERS, placeholders, template_problems
+from sidecar.domain.durations import Duration
+from sidecar.domain.kubernetes import KubernetesTarget, target_problems
 from sidecar.domain.validation import MAX_INTEGER, problems_from
 from sidecar.errors import PolicyError, Problem
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_MAX_DURATION_TEXT = 32
 
 # Bounds of the policy's strings and lists; `promgate schema policy` shows them too.
 MAX_NAME = 63  # stage and gate names: they become metric labels and URL segments
@@ -38,40 +33,6 @@ MAX_ITEMS = 64  # stages, gates, requirements, required fields, stack entries
 Name = Annotated[str, Field(max_length=MAX_NAME)]
 Text = Annotated[str, Field(max_length=MAX_TEXT)]
 Query = Annotated[str, Field(min_length=1, max_length=MAX_QUERY)]
-
-
-def parse_duration(value: Any) -> float:
-    """``"1.5s"``, ``"500ms"``, ``"2m"`` or a number of seconds -> seconds (float)."""
-    if isinstance(value, bool):
-        raise ValueError("must be a duration like 30s, 500ms or 2m")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        text = str(value)
-        match = _DURATION.match(text) if len(text) <= _MAX_DURATION_TEXT else None
-        if not match:
-            raise ValueError(f"{value!r} is not a duration; write it like 30s, 500ms, 2m or 1h")
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if not math.isfinite(seconds):
-        raise ValueError("must be a finite duration like 30s")
-    if seconds <= 0:
-        raise ValueError("must be longer than zero")
-    return seconds
-
-
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "exclusiveMinimum": 0},
-                {"type": "string", "maxLength": _MAX_DURATION_TEXT, "pattern": _DURATION.pattern},
-            ],
-            "description": "seconds, or a duration like 30s, 500ms, 2m or 1h",
-        }
-    ),
-]
 
 
 class _Model(BaseModel):
@@ -323,6 +284,11 @@ class Stage(_Model):
     analysis: Analysis | None = None
     gates: Gates = Field(default_factory=Gates)
     approval: Approval = Field(default_factory=Approval)
+    kubernetes: KubernetesTarget | None = Field(
+        default=None,
+        description="where the stage's releases run on Kubernetes (actuator: kubernetes): "
+        "the Deployment, its container, the rollout deadline and the router",
+    )
 
 
 class Metadata(_Model):
@@ -456,9 +422,50 @@ def parse_policy(data: Any, source: str = "policy") -> PromotionPolicy:
         policy = PromotionPolicy.model_validate(data)
     except ValidationError as exc:
         problems = problems_from(exc, source, "see examples/policy.yaml") + problems
+    else:
+        problems += _kubernetes_problems(policy, source)
     if problems:
         raise PolicyError(f"{source} is invalid", problems)
     return policy
+
+
+def _kubernetes_problems(policy: PromotionPolicy, source: str) -> list[Problem]:
+    """Each stage's Kubernetes target against its strategy, and its gates' Kubernetes
+    placeholders against whether it has a target at all."""
+    problems: list[Problem] = []
+    for index, stage in enumerate(policy.stages):
+        at = f"stages[{index}]"
+        if stage.kubernetes is not None:
+            problems.extend(
+                Problem(f"{at}.kubernetes.{path}", what, fix, source)
+                for path, what, fix in target_problems(stage.kubernetes, stage.strategy.kind)
+            )
+            continue
+        for path, template in _templates(stage):
+            for name in sorted(placeholders(template) & KUBERNETES_PLACEHOLDERS):
+                problems.append(
+                    Problem(
+                        f"{at}.gates.{path}",
+                        f"${name} is a Kubernetes placeholder, and stage {stage.name!r} has "
+                        "no kubernetes target",
+                        "add a kubernetes block to the stage, or use $service, $digest, "
+                        "$backend and the other placeholders",
+                        source,
+                    )
+                )
+    return problems
+
+
+def _templates(stage: Stage) -> list[tuple[str, str]]:
+    """(path under ``gates``, template) of every query of the stage's SLO gates."""
+    found: list[tuple[str, str]] = []
+    for index, gate in enumerate(stage.gates.slo):
+        if gate.query is not None:
+            found.append((f"slo[{index}].query", gate.query))
+        if gate.ratio is not None:
+            found.append((f"slo[{index}].ratio.bad", gate.ratio.bad))
+            found.append((f"slo[{index}].ratio.total", gate.ratio.total))
+    return found
 
 
 def load_policy(path: Path | str) -> PromotionPolicy:

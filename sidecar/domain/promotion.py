@@ -8,6 +8,9 @@ from typing import Any
 
 from sidecar.domain.artifact import ArtifactRef
 
+SLOTS = ("blue", "green")
+"""The backends a candidate alternates between when its promotion names none."""
+
 
 class Phase(StrEnum):
     """Where a promotion is. Terminal phases never change again."""
@@ -21,6 +24,7 @@ class Phase(StrEnum):
     ABORTED = "aborted"  # analysis unavailable too long, or a person aborted it
     INCONCLUSIVE = "inconclusive"  # not enough evidence; the release is not blamed
     REFUSED = "refused"  # a metadata gate or identity rule refused it before any traffic
+    NOT_READY = "not_ready"  # the candidate's workload never became ready; no traffic moved
 
     @property
     def terminal(self) -> bool:
@@ -30,9 +34,18 @@ class Phase(StrEnum):
 
 ALLOWED_TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     Phase.PENDING: frozenset(
-        {Phase.AWAITING_APPROVAL, Phase.PROGRESSING, Phase.PROMOTED, Phase.REFUSED, Phase.ABORTED}
+        {
+            Phase.AWAITING_APPROVAL,
+            Phase.PROGRESSING,
+            Phase.PROMOTED,
+            Phase.REFUSED,
+            Phase.ABORTED,
+            Phase.NOT_READY,
+        }
     ),
-    Phase.AWAITING_APPROVAL: frozenset({Phase.PROGRESSING, Phase.PROMOTED, Phase.ABORTED}),
+    Phase.AWAITING_APPROVAL: frozenset(
+        {Phase.PROGRESSING, Phase.PROMOTED, Phase.ABORTED, Phase.NOT_READY}
+    ),
     Phase.PROGRESSING: frozenset(
         {
             Phase.POST_PROMOTION,
@@ -40,16 +53,18 @@ ALLOWED_TRANSITIONS: dict[Phase, frozenset[Phase]] = {
             Phase.ROLLED_BACK,
             Phase.ABORTED,
             Phase.INCONCLUSIVE,
+            Phase.NOT_READY,
         }
     ),
     Phase.POST_PROMOTION: frozenset(
-        {Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED, Phase.INCONCLUSIVE}
+        {Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED, Phase.INCONCLUSIVE, Phase.NOT_READY}
     ),
     Phase.PROMOTED: frozenset(),
     Phase.ROLLED_BACK: frozenset(),
     Phase.ABORTED: frozenset(),
     Phase.INCONCLUSIVE: frozenset(),
     Phase.REFUSED: frozenset(),
+    Phase.NOT_READY: frozenset(),
 }
 
 

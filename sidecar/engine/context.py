@@ -85,6 +85,8 @@ class EngineContext:
     recorder: Recorder
     tracer: trace.Tracer
     clock: Clock
+    kube_namespace: str = "default"
+    """The namespace of a stage whose Kubernetes target names none: promgate's own."""
     bus: EventBus = field(default_factory=EventBus)
     unapplied: dict[str, Unapplied] = field(default_factory=dict)
 

@@ -18,6 +18,7 @@ from sidecar.domain.metadata_gates import metadata_failures
 from sidecar.domain.policy import Stage
 from sidecar.domain.promotion import (
     COMMAND_TARGETS,
+    SLOTS,
     Command,
     Phase,
     Promotion,
@@ -27,7 +28,7 @@ from sidecar.domain.promotion import (
 )
 from sidecar.engine.context import EngineContext
 from sidecar.engine.runner import PromotionRunner
-from sidecar.engine.traffic import ROUTED_PHASES, SLOTS, candidate_backend, candidate_traffic
+from sidecar.engine.traffic import ROUTED_PHASES, candidate_backend, candidate_traffic
 from sidecar.errors import (
     ActuationError,
     ConflictError,

@@ -10,12 +10,14 @@ from typing import Any
 from sidecar.actuators.base import Backend
 from sidecar.analysis.analyzer import Analyzer
 from sidecar.analysis.judge import StepVerdict, build_judge
+from sidecar.analysis.queries import kubernetes_identity
 from sidecar.domain.artifact import ArtifactRef
+from sidecar.domain.kubernetes import KubernetesTarget
 from sidecar.domain.policy import Stage
 from sidecar.domain.promotion import Phase, Promotion
 from sidecar.engine.context import EngineContext
 from sidecar.engine.traffic import sides
-from sidecar.errors import ActuationError, PromgateError
+from sidecar.errors import ActuationError, CandidateNotReadyError, PromgateError
 from sidecar.strategies.base import Action, ActionKind, Strategy, track_evidence
 from sidecar.strategies.factory import build_strategy
 from sidecar.telemetry.logging import get_logger
@@ -110,6 +112,14 @@ class PromotionRunner:
             )
 
     async def _abort_unroutable(self, error: ActuationError) -> Promotion:
+        if isinstance(error, CandidateNotReadyError):
+            return await self.ctx.move(
+                self.promotion,
+                event=Phase.NOT_READY.value,
+                phase=Phase.NOT_READY,
+                weight=0,
+                reason=f"candidate never became ready: {error.reason}",
+            )
         return await self.ctx.move(
             self.promotion,
             event=Phase.ABORTED.value,
@@ -155,7 +165,7 @@ class PromotionRunner:
         promotion = self.promotion
         started = self.ctx.clock.now()
         verdict = await self.analyzer.evaluate(
-            *identities(promotion),
+            *identities(promotion, self.stage.kubernetes, self.ctx.kube_namespace),
             promotion_parent(promotion),
             baseline_serves=promotion.weight < 100,
         )
@@ -266,13 +276,24 @@ class PromotionRunner:
         )
 
 
-def identities(promotion: Promotion) -> tuple[dict[str, str], dict[str, str] | None]:
+def identities(
+    promotion: Promotion, target: KubernetesTarget | None = None, namespace: str = "default"
+) -> tuple[dict[str, str], dict[str, str] | None]:
     """The values the gates' query templates are rendered with, for the candidate and the
-    stable release; ``$role``, ``$backend`` and ``$upstream`` are the traffic state's."""
+    stable release; ``$role``, ``$backend`` and ``$upstream`` are the traffic state's, the
+    Kubernetes placeholders come from the stage's ``target`` (``namespace`` when it names
+    none)."""
     candidate, stable = sides(promotion)
+
+    def identity(backend: Backend, artifact: ArtifactRef, version: str) -> dict[str, str]:
+        kubernetes = kubernetes_identity(
+            target, promotion.strategy, backend.role, backend.backend, namespace
+        )
+        return {**kubernetes, **_identity(promotion, backend, artifact, version)}
+
     return (
-        _identity(promotion, candidate, promotion.artifact, promotion.version),
-        _identity(promotion, stable, promotion.baseline, promotion.baseline_version)
+        identity(candidate, promotion.artifact, promotion.version),
+        identity(stable, promotion.baseline, promotion.baseline_version)
         if stable is not None and promotion.baseline is not None
         else None,
     )

@@ -7,16 +7,13 @@ from dataclasses import replace
 
 from sidecar.actuators.base import BACKEND_NAME, Backend, Role, TrafficState
 from sidecar.domain.artifact import ArtifactRef
-from sidecar.domain.promotion import Phase, Promotion
+from sidecar.domain.promotion import SLOTS, Phase, Promotion
 from sidecar.errors import InputError
 
-_STABLE_AGAIN = frozenset({Phase.ROLLED_BACK, Phase.ABORTED, Phase.INCONCLUSIVE})
+_STABLE_AGAIN = frozenset({Phase.ROLLED_BACK, Phase.ABORTED, Phase.INCONCLUSIVE, Phase.NOT_READY})
 _NO_TRAFFIC_YET = frozenset({Phase.PENDING, Phase.AWAITING_APPROVAL, Phase.REFUSED})
 ROUTED_PHASES = frozenset(Phase) - _NO_TRAFFIC_YET
 """The phases in which :func:`desired_traffic` gives a split."""
-
-SLOTS = ("blue", "green")
-"""The backends a candidate alternates between when its promotion names none."""
 
 
 def candidate_backend(requested: str | None, stable_backend: str | None) -> str:
@@ -43,6 +40,7 @@ def sides(promotion: Promotion) -> tuple[Backend, Backend | None]:
     # a backend name is empty only in promotions stored before backends had names
     candidate = _backend(
         promotion.artifact,
+        promotion.version,
         promotion.candidate_upstream,
         "candidate",
         promotion.candidate_backend or SLOTS[1],
@@ -51,6 +49,7 @@ def sides(promotion: Promotion) -> tuple[Backend, Backend | None]:
         return candidate, None
     stable = _backend(
         promotion.baseline,
+        promotion.baseline_version,
         promotion.baseline_upstream or "",
         "stable",
         promotion.baseline_backend or SLOTS[0],
@@ -105,5 +104,13 @@ def candidate_traffic(promotion: Promotion) -> TrafficState:
     )
 
 
-def _backend(artifact: ArtifactRef, upstream: str, role: Role, name: str) -> Backend:
-    return Backend(digest=artifact.digest, upstream=upstream, weight=0, role=role, backend=name)
+def _backend(artifact: ArtifactRef, version: str, upstream: str, role: Role, name: str) -> Backend:
+    return Backend(
+        digest=artifact.digest,
+        upstream=upstream,
+        weight=0,
+        role=role,
+        backend=name,
+        image=artifact.pinned,
+        version=version,
+    )

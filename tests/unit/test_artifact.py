@@ -246,3 +246,9 @@ def test_other_registries_and_tags_stay_distinct() -> None:
     assert nginx != ArtifactRef.parse(f"ghcr.io/library/nginx:1.25@{DIGEST}")
     assert nginx != ArtifactRef.parse(f"registry-1.docker.io/library/nginx:1.25@{DIGEST}")
     assert nginx != ArtifactRef.parse(f"nginx:1.26@{DIGEST}")
+
+
+def test_pinned_drops_the_tag_and_keeps_the_digest() -> None:
+    """A pod template gets ``repository@digest``: the tag is informative only."""
+    ref = ArtifactRef.parse("ghcr.io/acme/checkout:1.4.2@sha256:" + "ab" * 32)
+    assert ref.pinned == "ghcr.io/acme/checkout@sha256:" + "ab" * 32

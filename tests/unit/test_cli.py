@@ -394,6 +394,7 @@ def test_promote_names_the_file_and_line_of_malformed_json(tmp_path: Path) -> No
         ("refused", 1),
         ("aborted", 3),
         ("inconclusive", 4),
+        ("not_ready", 1),
         ("progressing", 2),
         ("awaiting_approval", 2),
         ("no-such-phase", 2),

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 import yaml
 
+from sidecar.domain.durations import parse_duration
 from sidecar.domain.policy import (
     MAX_ITEMS,
     MAX_NAME,
     MAX_QUERY,
     PromotionPolicy,
     load_policy,
-    parse_duration,
     parse_policy,
     parse_policy_text,
     policy_schema,

@@ -30,6 +30,10 @@ IDENTITY = {
     "backend": "green",
     "upstream": "http://127.0.0.1:9002",
     "window": "5m",
+    "namespace": "shop",
+    "workload": "checkout-candidate",
+    "pod": "checkout-candidate-[a-z0-9]+-[a-z0-9]+",
+    "k8sService": "checkout-canary",
 }
 
 MATCHER_TEMPLATE = 'sum(rate(http_requests_total{version="$version",code=~"5.."}[$window]))'

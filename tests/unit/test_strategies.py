@@ -459,11 +459,12 @@ def test_transition_table_covers_every_phase() -> None:
         Phase.ABORTED,
         Phase.INCONCLUSIVE,
         Phase.REFUSED,
+        Phase.NOT_READY,
     }
     assert all(not ALLOWED_TRANSITIONS[p] for p in Phase if p.terminal)
     assert Phase.ROLLED_BACK not in ALLOWED_TRANSITIONS[Phase.PENDING]
     assert Phase.PROGRESSING not in ALLOWED_TRANSITIONS[Phase.POST_PROMOTION]
-    assert len(ALLOWED) == 17
+    assert len(ALLOWED) == 21
 
 
 @pytest.mark.parametrize(("current", "target"), ALLOWED, ids=[f"{a}->{b}" for a, b in ALLOWED])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from dataclasses import replace
 from typing import Any
 
 import jsonschema
@@ -29,8 +30,9 @@ from sidecar.testing import FakeClock, RecordingActuator
 from tests.support.manifests import manifest
 from tests.support.policies import policy
 
-CANDIDATE = ArtifactRef("registry.example/shop/checkout", "sha256:" + "ab" * 32, "1.4.2")
-STABLE = ArtifactRef("registry.example/shop/checkout", "sha256:" + "cd" * 32, "1.4.1")
+REPO = "registry.example/shop/checkout"
+CANDIDATE = ArtifactRef(REPO, "sha256:" + "ab" * 32, "1.4.2")
+STABLE = ArtifactRef(REPO, "sha256:" + "cd" * 32, "1.4.1")
 C_URL = "http://127.0.0.1:9002"
 S_URL = "http://127.0.0.1:9001"
 
@@ -52,6 +54,7 @@ def promotion(**changes: Any) -> Promotion:
         "weight": 25,
         "baseline": STABLE,
         "baseline_upstream": S_URL,
+        "baseline_version": "1.4.1",
         "candidate_backend": "b",
         "baseline_backend": "a",
         "actuation_seq": 3,
@@ -61,11 +64,27 @@ def promotion(**changes: Any) -> Promotion:
 
 
 def cand(weight: int) -> Backend:
-    return Backend(CANDIDATE.digest, C_URL, weight, "candidate", "b")
+    return Backend(
+        CANDIDATE.digest,
+        C_URL,
+        weight,
+        "candidate",
+        "b",
+        image=REPO + "@sha256:" + "ab" * 32,
+        version="1.4.2",
+    )
 
 
 def stab(weight: int) -> Backend:
-    return Backend(STABLE.digest, S_URL, weight, "stable", "a")
+    return Backend(
+        STABLE.digest,
+        S_URL,
+        weight,
+        "stable",
+        "a",
+        image=REPO + "@sha256:" + "cd" * 32,
+        version="1.4.1",
+    )
 
 
 FIRST = {"baseline": None, "baseline_upstream": None, "baseline_backend": ""}
@@ -83,6 +102,7 @@ BG = {"strategy": "blue_green", "weight": 0}
         pytest.param({"phase": Phase.ABORTED}, (stab(100),), None, id="canary-aborted"),
         pytest.param({"phase": Phase.INCONCLUSIVE}, (stab(100),), None,
                      id="canary-inconclusive"),
+        pytest.param({"phase": Phase.NOT_READY}, (stab(100),), None, id="canary-not-ready"),
         pytest.param(BG, (stab(100),), cand(0), id="blue-green-preview"),
         pytest.param({**BG, "weight": 40}, (stab(100),), cand(0),
                      id="blue-green-preview-ignores-weight"),
@@ -94,6 +114,8 @@ BG = {"strategy": "blue_green", "weight": 0}
                      id="blue-green-rolled-back"),
         pytest.param({**BG, "phase": Phase.ABORTED}, (stab(100),), None,
                      id="blue-green-aborted"),
+        pytest.param({**BG, "phase": Phase.NOT_READY}, (stab(100),), None,
+                     id="blue-green-not-ready"),
         pytest.param(FIRST, (cand(100),), None, id="no-baseline-candidate-only"),
         pytest.param({**FIRST, "phase": Phase.PROMOTED}, (cand(100),), None,
                      id="no-baseline-promoted"),
@@ -136,7 +158,7 @@ def test_missing_baseline_upstream_is_empty_string() -> None:
     """A baseline without a recorded upstream gets an empty upstream, not None."""
     state = desired_traffic(promotion(baseline_upstream=None))
     assert state is not None
-    assert state.backends[0] == Backend(STABLE.digest, "", 75, "stable", "a")
+    assert state.backends[0] == replace(stab(75), upstream="")
 
 
 def test_sequence_follows_actuation_seq() -> None:
