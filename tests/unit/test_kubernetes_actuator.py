@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 import yaml
 from opentelemetry.sdk.trace import TracerProvider
-from sidecar.kube.client import connect
 
 from sidecar.actuators.base import Backend, TrafficState
 from sidecar.actuators.factory import ActuatorSettings, build_actuator
@@ -31,6 +30,7 @@ from sidecar.engine.context import EngineContext
 from sidecar.engine.controller import Controller
 from sidecar.errors import CandidateNotReadyError, SettingsError
 from sidecar.kube.api import DEPLOYMENT, HTTPROUTE, SERVICE, KubeApi, Object
+from sidecar.kube.client import connect
 from sidecar.ledger.memory import MemoryLedger
 from sidecar.local.processes import wait_until
 from sidecar.telemetry.metrics import PrometheusRecorder
