@@ -1,0 +1,25 @@
+"""A contract API server and a real client connected to it, for Kubernetes-backed tests."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from sidecar.kube.api import KubeApi
+from sidecar.kube.client import connect
+from tests.kubeapi import ContractApiServer
+
+NAMESPACE = "promgate"
+
+
+@contextlib.asynccontextmanager
+async def contract_api(tmp_path: Path) -> AsyncIterator[tuple[ContractApiServer, KubeApi]]:
+    """A running contract server and a client of it through the kubeconfig it writes."""
+    async with ContractApiServer() as server:
+        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig", namespace=NAMESPACE)
+        api = await connect(kubeconfig)
+        try:
+            yield server, api
+        finally:
+            await api.close()
