@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from opentelemetry.sdk.trace import TracerProvider
 
 from sidecar.actuators.null import NullActuator
@@ -25,6 +26,7 @@ from tests.kubeapi import ContractApiServer
 from tests.support.kube import NAMESPACE, contract_api
 from tests.support.manifests import manifest
 from tests.support.policies import policy
+from tests.support.processes import REPO_ROOT
 
 
 class Cluster:
@@ -138,3 +140,10 @@ async def test_promotions_promgate_created_itself_are_left_alone(cluster: Cluste
     await cluster.controller.wait_finished(created.id)
     assert await cluster.intake.poll_once() == []
     assert [p.id for p in await cluster.controller.list()] == [created.id]
+
+
+async def test_the_example_promotion_is_taken_in(cluster: Cluster) -> None:
+    example = yaml.safe_load((REPO_ROOT / "examples/kubernetes/promotion.yaml").read_text())
+    cluster.apply(example["metadata"]["name"], example["spec"])
+    assert await cluster.intake.poll_once() == ["demo-1-4-0"]
+    assert (await cluster.controller.get("demo-1-4-0")).version == "1.4.0"

@@ -10,14 +10,20 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 from sidecar.errors import KubeConflictError, KubeError, KubeNotFoundError, LedgerError
 from sidecar.kube.api import Kind, KubeApi, Object
 
 T = TypeVar("T")
-ATTEMPTS = 5  # tries of one read-decide-write before a lost race is reported
-_JITTER_S = 0.05  # spread between tries, so two writers do not collide again in step
+ATTEMPTS = 10  # tries of one read-decide-write before a lost race is reported
+_BACKOFF_S = 0.01  # random, growing waits between tries, so racing writers fall out of step
+_MAX_BACKOFF_S = 0.25
 
 
 class Store:
@@ -95,7 +101,7 @@ async def retrying(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
         async for tried in AsyncRetrying(
             retry=retry_if_exception_type(KubeConflictError),
             stop=stop_after_attempt(ATTEMPTS),
-            wait=wait_random(0, _JITTER_S),
+            wait=wait_random_exponential(_BACKOFF_S, max=_MAX_BACKOFF_S),
             reraise=True,
         ):
             with tried:
