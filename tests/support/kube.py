@@ -17,7 +17,8 @@ NAMESPACE = "promgate"
 async def contract_api(tmp_path: Path) -> AsyncIterator[tuple[ContractApiServer, KubeApi]]:
     """A running contract server and a client of it through the kubeconfig it writes."""
     async with ContractApiServer() as server:
-        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig", namespace=NAMESPACE)
+        port = server.url.rsplit(":", 1)[1]  # one file per server: a test may start several
+        kubeconfig = server.write_kubeconfig(tmp_path / f"kubeconfig-{port}", namespace=NAMESPACE)
         api = await connect(kubeconfig)
         try:
             yield server, api

@@ -18,7 +18,7 @@ import yaml
 
 from sidecar.domain.promotion import Phase
 from sidecar.errors import LedgerError, NotFoundError
-from sidecar.kube.api import CONFIGMAP, PROMOTION, Kind, KubeApi
+from sidecar.kube.api import CONFIGMAP, PROMOTION, KubeApi
 from sidecar.ledger.base import NewEvent, Transaction
 from sidecar.ledger.kubernetes import KubernetesLedger, names
 from sidecar.ledger.kubernetes.plan import MAX_OBJECT_BYTES
@@ -123,16 +123,16 @@ async def snapshot(ledger: KubernetesLedger) -> tuple[Any, ...]:
 
 
 def write_path(write: Any) -> str:
-    kind = Kind("promgate.dev" if write.kind == "promotions" else "", "v1", write.kind, "")
+    """The request path of an accepted write, as ``server.fail`` matches it."""
+    kind = {PROMOTION.plural: PROMOTION, CONFIGMAP.plural: CONFIGMAP}[write.plural]
     if write.method == "POST":
-        return kind.path(write.namespace).split("/namespaces/", 1)[1]
-    path = kind.path(write.namespace, write.name, write.subresource or "")
-    return path.split("/namespaces/", 1)[1]
+        return kind.path(write.namespace)
+    return kind.path(write.namespace, write.name, write.subresource)
 
 
 async def reference_run(tmp_path: Path) -> tuple[tuple[Any, ...], tuple[Any, ...], list[Any]]:
     """The state before and after the commit, and its writes, commit point first."""
-    async with contract_api(tmp_path / "reference") as (server, api):
+    async with contract_api(tmp_path) as (server, api):
         ledger = await prepared(api)
         before = await snapshot(ledger)
         mark = len(server.writes)
@@ -150,7 +150,7 @@ async def test_a_crash_after_any_write_of_a_commit_leaves_all_of_it_or_none(
     stage = names.stage_name("checkout", "prod")
     assert writes[0].name == stage and writes[-1].name == stage
     for index, write in enumerate(writes[:-1]):
-        async with contract_api(tmp_path / f"crash-{index}") as (server, api):
+        async with contract_api(tmp_path) as (server, api):
             ledger = await prepared(api)
             server.fail(write.method, re.escape(write_path(write)) + "$", status=500, times=1)
             if index == 0:
@@ -174,7 +174,8 @@ async def test_a_journal_applied_already_is_applied_again_harmlessly(
     await ledger.commit(PROMOTING)
     after = await snapshot(ledger)
     commit_point = server.writes[mark].body
-    server.seed({**commit_point, "metadata": {**commit_point["metadata"], "resourceVersion": None}})
+    metadata = {k: v for k, v in commit_point["metadata"].items() if k != "resourceVersion"}
+    server.seed({**commit_point, "metadata": {**metadata, "namespace": NAMESPACE}})
     assert server.object(CONFIGMAP, NAMESPACE, commit_point["metadata"]["name"])["data"]["journal"]
     reopened = await opened(api)
     assert await snapshot(reopened) == after

@@ -136,6 +136,9 @@ class KubernetesLedger:
                 raise rules.unknown_promotion(promotion_id)
             return None, []  # an empty transaction writes nothing
         state = await self._stage(*key)
+        if state.journal is not None:  # another replica's, being applied: help it along
+            await self._applier.roll_forward(state)
+            state = await self._stage(*key)
         if state.journal is not None:
             raise KubeConflictError("another writer committed to this stage meanwhile")
         created = transaction.create
