@@ -9,12 +9,14 @@ the same objects as once.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import json
 
 from sidecar.domain.policy import PromotionPolicy
 from sidecar.domain.promotion import Promotion
+from sidecar.errors import KubeConflictError
 from sidecar.kube.api import CONFIGMAP, PROMOTION, Object
 from sidecar.ledger.kubernetes import names, records
 from sidecar.ledger.kubernetes.records import Journal, JournalEvent, StageState
@@ -37,6 +39,12 @@ class Applier:
         if journal is None:
             return
         await self.apply(journal)
+        cleared = dataclasses.replace(state, journal=None).to_object()
+        try:  # as read: if the stage moved, whoever moved it may have cleared it already
+            await self._store.replace(CONFIGMAP, cleared)
+            return
+        except KubeConflictError:
+            pass
         await retrying(
             f"clear the journal of {state.name}", lambda: self._clear(state.name, journal)
         )
