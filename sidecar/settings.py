@@ -74,6 +74,16 @@ class Settings(BaseSettings):
     otlp_endpoint: str | None = Field(
         default=None, description="OTLP/HTTP endpoint for traces, e.g. http://collector:4318"
     )
+    kubeconfig: Path | None = Field(
+        default=None,
+        description="kubeconfig file for the Kubernetes API; unset: the Pod's service account "
+        "in a cluster, else $KUBECONFIG or ~/.kube/config",
+    )
+    kube_namespace: str | None = Field(
+        default=None,
+        description="namespace for promgate's own objects; unset: the Pod's namespace, else the "
+        "kubeconfig context's, else default",
+    )
     log_level: str = Field(default="info", description="debug, info, warning or error")
     max_body_bytes: int = Field(default=1 << 20, gt=0, description="largest accepted request body")
 

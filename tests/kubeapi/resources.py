@@ -116,6 +116,3 @@ class Registry:
     def of(self, kind: Kind) -> Resource:
         """The served type of ``kind``; ``KeyError`` for a kind the server does not serve."""
         return self._by_path[(kind.group, kind.version, kind.plural)]
-
-    def __iter__(self) -> Iterator[Resource]:
-        return iter(self._by_path.values())
