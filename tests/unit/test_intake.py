@@ -16,7 +16,7 @@ from sidecar.analysis.prometheus import NullMetricsSource
 from sidecar.domain.promotion import Phase
 from sidecar.engine.context import EngineContext
 from sidecar.engine.controller import Controller
-from sidecar.kube.api import PROMOTION, KubeApi
+from sidecar.kube.api import CONFIGMAP, PROMOTION, KubeApi
 from sidecar.kube.intake import PromotionIntake
 from sidecar.ledger.kubernetes import KubernetesLedger
 from sidecar.local.processes import wait_until
@@ -93,6 +93,10 @@ async def test_an_applied_promotion_runs_under_its_own_name(cluster: Cluster) ->
     created = (await cluster.ledger.events("checkout-1-0-0"))[0]
     assert created.data["actor"] == f"kubernetes:{NAMESPACE}/checkout-1-0-0"
     assert await cluster.intake.poll_once() == []  # taken in once
+    # every write was accepted (the server validates each): no transaction is left half-done
+    stages = cluster.server.objects(CONFIGMAP, NAMESPACE)
+    assert stages and not [o for o in stages if "journal" in (o.get("data") or {})]
+    assert {w.subresource for w in cluster.server.writes_of(PROMOTION)} == {"", "status"}
 
 
 @pytest.mark.parametrize(

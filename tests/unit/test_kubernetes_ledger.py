@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from sidecar.actuators.base import TrafficState
 from sidecar.domain.promotion import Phase
 from sidecar.errors import LedgerError, NotFoundError
 from sidecar.kube.api import CONFIGMAP, PROMOTION, KubeApi
@@ -356,3 +357,26 @@ async def test_the_audit_log_rotates_its_chunks_and_pages_across_them(
     ids = [e.id for e in await ledger.audit_trail(limit=100)]
     assert ids == list(range(60, 0, -1))
     assert [e.target for e in await ledger.audit_trail(limit=3, before=30)] == ["p28", "p27", "p26"]
+
+
+async def test_odd_and_long_names_are_stored_under_dns_names(
+    kube: tuple[ContractApiServer, KubeApi],
+) -> None:
+    """Service, stage and promotion names Kubernetes would refuse as names or labels
+    still round-trip: their objects get DNS-1123 names with a hash."""
+    server, api = kube
+    ledger = await opened(api)
+    service, stage = "Shop/Checkout_Service " * 10, "Production EU/West"
+    odd = promotion("Release_2024/Q1", service=service, stage=stage)
+    await ledger.create(odd)
+    await ledger.append_event(odd.id, "created", {}, 1.0)
+    await ledger.save_traffic(TrafficState(odd.id, 1, service, stage, ()))
+    assert await ledger.get(odd.id) == odd
+    assert [p.id for p in await ledger.list(service=service, stage=stage)] == [odd.id]
+    assert [e.kind for e in await ledger.events(odd.id)] == ["created"]
+    assert (await ledger.traffic(service, stage)) is not None
+    for obj in [*server.objects(CONFIGMAP, NAMESPACE), *server.objects(PROMOTION, NAMESPACE)]:
+        assert len(obj["metadata"]["name"]) <= 253
+    with pytest.raises(LedgerError, match=r"spec.stage takes at most 63"):
+        await ledger.create(promotion("p2", stage="s" * 64))
+    assert server.object(PROMOTION, NAMESPACE, "p2") is None

@@ -14,7 +14,7 @@ from sidecar.domain.promotion import Promotion, PromotionEvent, StableRelease
 from sidecar.errors import LedgerError
 from sidecar.ledger import rules
 from sidecar.ledger.base import Transaction
-from sidecar.ledger.kubernetes import records
+from sidecar.ledger.kubernetes import names, records
 from sidecar.ledger.kubernetes.records import Journal, JournalEvent, LogTail, StageState
 
 MAX_OBJECT_BYTES = 1_000_000
@@ -88,6 +88,12 @@ def plan(
     created, saved, popped = transaction.create, transaction.save, transaction.pop_stable
     active = list(state.active)
     if created is not None:
+        if len(created.stage) > names.MAX_LABEL:
+            raise LedgerError(
+                f"cannot store promotion {created.id!r}: its stage name is "
+                f"{len(created.stage)} characters, and a Promotion object's spec.stage takes "
+                f"at most {names.MAX_LABEL}; name the stage in the policy shorter"
+            )
         if facts.taken:
             raise rules.duplicate_promotion(created.id)
         if created.active and active:
