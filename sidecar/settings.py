@@ -53,7 +53,10 @@ class Settings(BaseSettings):
     )
     prometheus_timeout_s: float = Field(default=5.0, gt=0, description="per-query timeout")
     prometheus_attempts: int = Field(default=3, ge=1, description="tries per query")
-    ledger: str = Field(default="sqlite", description="durable state backend: sqlite or memory")
+    ledger: str = Field(
+        default="sqlite",
+        description="durable state backend: sqlite, memory or kubernetes (in-cluster, for HA)",
+    )
     ledger_path: Path = Field(default=Path(".promgate/ledger.db"), description="SQLite ledger file")
     actuator: str = Field(
         default="proxy",

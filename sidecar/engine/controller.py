@@ -145,11 +145,13 @@ class Controller:
         upstream: str = "",
         backend: str | None = None,
         actor: str = "cli",
+        promotion_id: str | None = None,
     ) -> Promotion:
         """Admit a release for a stage and start promoting it; refusals raise.
 
         ``backend`` names the slot the candidate was deployed to; without it the candidate
-        gets the slot the stable release is not in.
+        gets the slot the stable release is not in. ``promotion_id`` is the id to store it
+        under (a Promotion object's name); a new one is made without it.
         """
         manifest = ReleaseManifest.from_data(manifest_data)
         stage = self._stage(stage_name)
@@ -159,7 +161,7 @@ class Controller:
         stable = history[-1] if history else None
         stable_backend = await self._backend_of(stable) if stable else None
         promotion = Promotion(
-            id=uuid.uuid4().hex[:12],
+            id=promotion_id or uuid.uuid4().hex[:12],
             service=manifest.service,
             stage=stage.name,
             artifact=artifact,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import sqlite3
@@ -27,6 +28,7 @@ from sidecar.ledger.factory import build_ledger
 from sidecar.ledger.memory import MemoryLedger
 from sidecar.ledger.sqlite import _MIGRATIONS as SQLITE_MIGRATIONS
 from sidecar.ledger.sqlite import SCHEMA_VERSION, SqliteLedger
+from tests.support.kube import NAMESPACE, contract_api
 
 DIGEST_A = "sha256:" + "a" * 64
 DIGEST_B = "sha256:" + "b" * 64
@@ -88,12 +90,18 @@ def traffic_state(stage: str = "prod", *, preview: bool = False) -> TrafficState
     )
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "kubernetes"])
 async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ledger]:
-    built = build_ledger(request.param, str(tmp_path / "state" / "ledger.db"))
-    await built.open()
-    yield built
-    await built.close()
+    async with contextlib.AsyncExitStack() as stack:
+        kube = None
+        if request.param == "kubernetes":
+            _, kube = await stack.enter_async_context(contract_api(tmp_path))
+        built = build_ledger(
+            request.param, str(tmp_path / "state" / "ledger.db"), kube=kube, namespace=NAMESPACE
+        )
+        await built.open()
+        yield built
+        await built.close()
 
 
 # --- the contract -------------------------------------------------------------------------
@@ -484,6 +492,11 @@ async def test_open_is_idempotent(ledger: Ledger) -> None:
 def test_factory_builds_known_kinds(tmp_path: Path) -> None:
     assert isinstance(build_ledger("memory", ""), MemoryLedger)
     assert isinstance(build_ledger("sqlite", str(tmp_path / "l.db")), SqliteLedger)
+
+
+def test_factory_needs_an_api_and_a_namespace_for_kubernetes() -> None:
+    with pytest.raises(SettingsError, match=r"kubernetes ledger needs.*PROMGATE_KUBECONFIG"):
+        build_ledger("kubernetes", "")
 
 
 def test_factory_refuses_unknown_kind() -> None:
