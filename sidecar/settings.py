@@ -79,6 +79,16 @@ class Settings(BaseSettings):
     otlp_endpoint: str | None = Field(
         default=None, description="OTLP/HTTP endpoint for traces, e.g. http://collector:4318"
     )
+    kubeconfig: Path | None = Field(
+        default=None,
+        description="kubeconfig file for the Kubernetes API; unset: in-cluster config, else "
+        "KUBECONFIG or ~/.kube/config",
+    )
+    kube_namespace: str | None = Field(
+        default=None,
+        description="namespace of promgate's own objects (Lease, ledger); unset: the pod's, "
+        "else the kubeconfig context's, else default",
+    )
     leader_election: bool | None = Field(
         default=None,
         description="run only while holding a coordination.k8s.io/v1 Lease, so replicas "

@@ -183,3 +183,27 @@ def decide(
         taken = LeaseRecord(identity, timing.duration_s, wall, wall, held.transitions + 1)
         return Decision(Action.ACQUIRE, taken, identity)
     return Decision(Action.FOLLOW, None, held.holder)
+
+
+def pause(
+    observed: Observation | None,
+    identity: str,
+    *,
+    now: float,
+    timing: LeaseTiming,
+    acting_until: float | None,
+) -> float:
+    """Seconds until the next round: ``retry_s``, or sooner when something is due first.
+
+    While leading (``acting_until`` set), at the acting deadline, so a loss is reported the
+    moment it happens; while following a live lease, at the moment it expires on this
+    replica's clock, so a dead leader is replaced without waiting out a retry period.
+    """
+    due = now + timing.retry_s
+    if acting_until is not None:
+        due = min(due, acting_until)
+    elif observed is not None and observed.record.holder not in ("", identity):
+        expires = observed.seen_at + observed.record.duration_s
+        if expires > now:
+            due = min(due, expires)
+    return max(0.0, due - now)

@@ -31,6 +31,7 @@ from sidecar.leadership.election import (
     Observation,
     decide,
     observe,
+    pause,
 )
 from sidecar.telemetry.logging import get_logger
 
@@ -112,11 +113,14 @@ class LeaseLeadership:
             await self._clock.sleep(self._pause())
 
     def _pause(self) -> float:
-        """The next try: after ``retry_s``, or at the acting deadline if that comes first,
-        so a loss is reported the moment it happens."""
-        if not self._leading:
-            return self.timing.retry_s
-        return max(0.0, min(self.timing.retry_s, self._acting_until - time.monotonic()))
+        acting_until = self._acting_until if self._leading else None
+        return pause(
+            self._observed,
+            self.identity,
+            now=time.monotonic(),
+            timing=self.timing,
+            acting_until=acting_until,
+        )
 
     async def _attempt(self) -> None:
         """One read-decide-write round, bounded in time: never past the acting deadline

@@ -17,6 +17,7 @@ from sidecar.leadership.election import (
     format_micro_time,
     observe,
     parse_micro_time,
+    pause,
 )
 
 WALL = datetime(2026, 12, 2, 15, 4, 5, 123456, tzinfo=UTC)
@@ -185,3 +186,23 @@ def test_timing_refuses_a_duration_under_a_second() -> None:
     """leaseDurationSeconds is whole seconds, at least one."""
     with pytest.raises(ValueError, match="at least 1 s"):
         LeaseTiming(0, 0.5, 0.1)
+
+
+@pytest.mark.parametrize(
+    ("observed", "now", "acting_until", "expected"),
+    [
+        (None, 100.0, None, 2.0),  # nothing seen yet: the retry period
+        (Observation(record("me"), 90.0), 100.0, 109.0, 2.0),  # leading, deadline far
+        (Observation(record("me"), 90.0), 100.0, 100.5, 0.5),  # leading: wake at the deadline
+        (Observation(record("me"), 90.0), 100.0, 99.0, 0.0),  # deadline passed: at once
+        (Observation(record("a"), 90.0), 100.0, None, 2.0),  # following, expiry at 105
+        (Observation(record("a"), 90.0), 104.5, None, 0.5),  # following: wake at expiry
+        (Observation(record("a"), 90.0), 106.0, None, 2.0),  # expired and not won: retry
+        (Observation(record(""), 90.0), 100.0, None, 2.0),  # released: retry period
+    ],
+)
+def test_pause(
+    observed: Observation | None, now: float, acting_until: float | None, expected: float
+) -> None:
+    """The next round comes after the retry period, or at whichever deadline is sooner."""
+    assert pause(observed, "me", now=now, timing=TIMING, acting_until=acting_until) == expected
