@@ -19,6 +19,10 @@ retry period later), then resumes the promotion, whose next step is at most one 
 away. Both replicas share one ledger: ``--ledger sqlite`` (one file, as two replicas on one
 host would) or ``--ledger kubernetes`` when that backend is available.
 
+``--stop term`` sends SIGTERM instead, as a rolling update does: the leader stops acting
+and releases the Lease, so the other replica takes over within a retry period.
+``--lease 15,10,2`` runs the chart's defaults.
+
 Last line: ``failover runs=<n> median_s=<x> p95_s=<y> lease_s=<d> bound_s=<b>``.
 """
 
@@ -108,7 +112,9 @@ stages:
 """
 
 
-async def one_run(workdir: Path, lease: Lease, ledger: str, interval_s: int) -> Run:
+async def one_run(
+    workdir: Path, lease: Lease, ledger: str, interval_s: int, *, graceful: bool
+) -> Run:
     receiver = Receiver()
     app = web.Application()
     app.router.add_post("/traffic", receiver.handle)
@@ -158,6 +164,7 @@ async def one_run(workdir: Path, lease: Lease, ledger: str, interval_s: int) -> 
                 token=token,
                 lease=lease,
                 interval_s=interval_s,
+                graceful=graceful,
             )
     finally:
         for process, _ in replicas.values():
@@ -178,6 +185,7 @@ async def measure(
     token: str,
     lease: Lease,
     interval_s: int,
+    graceful: bool,
 ) -> Run:
     async def elected() -> bool:
         return holder(kube) in replicas
@@ -200,7 +208,8 @@ async def measure(
     await wait_until(stepped, 20, what="two canary steps", interval_s=0.02)
     await asyncio.sleep(interval_s * 0.37)  # not in step with the evaluations
     killed_at, killed_wall = time.monotonic(), time.time()
-    await killed.kill()
+    # SIGTERM is a planned restart (the lease is released); SIGKILL a crash
+    stopping = asyncio.create_task(killed.stop() if graceful else killed.kill())
     deadline = lease.duration_s + lease.retry_s + 3 * interval_s + 10
 
     async def taken_over() -> bool:
@@ -214,6 +223,7 @@ async def measure(
 
     await wait_until(actuated, deadline, what=f"an actuation by {survivor}", interval_s=0.01)
     await asyncio.sleep(interval_s)  # the states that follow it, to count repeats
+    await stopping
     async with ApiClient(replicas[survivor][1], token) as client:
         events = [e async for e in client.events(canary["id"])]
     return Run(
@@ -247,6 +257,9 @@ async def main() -> None:
     parser.add_argument("--lease", default="4,3,1", help="duration,renew,retry in seconds")
     parser.add_argument("--interval", type=int, default=1, help="evaluation interval, s")
     parser.add_argument("--ledger", default="sqlite", choices=["sqlite", "kubernetes"])
+    parser.add_argument(
+        "--stop", default="kill", choices=["kill", "term"], help="SIGKILL (a crash) or SIGTERM"
+    )
     args = parser.parse_args()
     duration, renew, retry = args.lease.split(",")
     lease = Lease(int(duration), float(renew), float(retry))
@@ -255,7 +268,8 @@ async def main() -> None:
     for number in range(1, max(args.runs, 1) + 1):
         with tempfile.TemporaryDirectory(prefix="promgate-failover-") as tmp:
             run = await asyncio.wait_for(
-                one_run(Path(tmp), lease, args.ledger, args.interval), RUN_TIMEOUT_S
+                one_run(Path(tmp), lease, args.ledger, args.interval, graceful=args.stop == "term"),
+                RUN_TIMEOUT_S,
             )
         runs.append(run)
         print(
@@ -270,7 +284,8 @@ async def main() -> None:
     print(
         f"lease {lease.duration_s}/{lease.renew_s:g}/{lease.retry_s:g} s "
         f"(duration/renew deadline/retry), interval and step {args.interval} s, ledger "
-        f"{args.ledger}, webhook actuator, {len(runs)} runs:\n"
+        f"{args.ledger}, webhook actuator, leader stopped with SIG{args.stop.upper()}, "
+        f"{len(runs)} runs:\n"
         f"  first evaluation by the new leader: median "
         f"{statistics.median(evaluations):.2f} s, p95 {p95(evaluations):.2f} s, "
         f"{statistics.median(evaluations) / bound:.2f} of the bound {bound} s "

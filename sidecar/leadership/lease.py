@@ -105,6 +105,7 @@ class LeaseLeadership:
             await self._notifier
         if release:
             await self._release()
+        self._loop = None
 
     async def _run(self) -> None:
         while True:
