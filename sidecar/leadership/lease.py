@@ -63,7 +63,6 @@ class LeaseLeadership:
         self.timing = LeaseTiming(duration_s, renew_s, retry_s)
         self._clock = clock or SystemClock()
         self._observed: Observation | None = None
-        self._lease: Object | None = None  # the object last read or written, for its rv
         self._acting_until = -math.inf  # monotonic
         self._leading = False  # as the callbacks last heard
         self._leader: str | None = None
@@ -109,7 +108,10 @@ class LeaseLeadership:
 
     async def _run(self) -> None:
         while True:
-            await self._attempt()
+            try:
+                await self._attempt()
+            except Exception:  # a fault of ours must not end the campaign; acting lapses
+                _log.exception("lease round failed", extra=self._where())
             self._report()
             await self._clock.sleep(self._pause())
 
@@ -180,7 +182,6 @@ class LeaseLeadership:
         return True
 
     def _remember(self, lease: Object | None) -> None:
-        self._lease = lease
         self._observed = observe(self._observed, lease, time.monotonic(), self.timing.duration_s)
 
     def _report(self) -> None:
@@ -200,14 +201,15 @@ class LeaseLeadership:
                     _log.exception("leadership callback failed", extra=self._where())
 
     async def _release(self) -> None:
-        """Clear the holder so another replica takes over at once; only if we still hold
-        it, with the resourceVersion read, and bounded in time."""
-        observed, lease = self._observed, self._lease
-        if observed is None or lease is None or observed.record.holder != self.identity:
-            return
-        body = self._with(lease, observed.record.released(self._wall()))
+        """Clear the holder so another replica takes over at once: only if the Lease, read
+        afresh, still names us, with the resourceVersion read, and bounded in time."""
         try:
             async with asyncio.timeout(self.timing.retry_s):
+                lease = await self.api.get(LEASE, self.namespace, self.name)
+                held = LeaseRecord.of(lease, self.timing.duration_s)
+                if held.holder != self.identity:
+                    return
+                body = self._with(lease, held.released(self._wall()))
                 await self.api.replace(LEASE, self.namespace, body)
         except (TimeoutError, KubeError) as exc:
             _log.warning(
