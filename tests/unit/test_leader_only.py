@@ -27,6 +27,7 @@ from sidecar.engine.controller import Controller
 from sidecar.errors import NotLeaderError, SettingsError
 from sidecar.kube.api import LEASE, KubeApi
 from sidecar.kube.client import connect
+from sidecar.leadership.base import AlwaysLeader
 from sidecar.leadership.election import format_micro_time
 from sidecar.leadership.lease import LeaseLeadership
 from sidecar.ledger.memory import MemoryLedger
@@ -294,3 +295,30 @@ def test_unsafe_lease_settings_are_refused() -> None:
     """A renew deadline not shorter than the lease duration is refused, naming the settings."""
     with pytest.raises(SettingsError, match=r"PROMGATE_LEASE_.*renew deadline < duration"):
         Settings.load(lease_duration_s=4, lease_renew_deadline_s=4)
+
+
+async def test_a_leader_still_resuming_refuses_writes_for_now(http_server: HttpServer) -> None:
+    """Until its controller has resumed every promotion, even the leader answers writes with
+    503 and Retry-After (it names itself), and /readyz says it is starting."""
+    engine = controller(MemoryLedger(), RecordingActuator(), AlwaysLeader("replica-a"))
+    app = build_api(
+        engine, TOKENS, PrometheusRecorder().registry, leadership=AlwaysLeader("replica-a")
+    )
+    base = await http_server(app)
+    async with aiohttp.ClientSession(base, headers=AUTH) as session:
+        body = {"manifest": manifest(), "stage": "production"}
+        async with session.post("/v1/promotions", json=body) as answer:
+            assert answer.status == 503 and answer.headers["Retry-After"] == "2"
+            error = (await answer.json())["error"]
+        assert error["leader"] == "replica-a" and "still resuming" in error["message"]
+        async with session.get("/readyz") as answer:
+            assert answer.status == 503
+            assert await answer.json() == {"status": "starting", "role": "leader"}
+        await engine.start()
+        async with session.get("/readyz") as answer:
+            assert await answer.json() == {
+                "status": "ready",
+                "role": "leader",
+                "leader": "replica-a",
+            }
+    await engine.stop()

@@ -91,6 +91,39 @@ async def test_exactly_one_leader_across_many_renewals(
     assert [w.method for w in server.writes_of(LEASE, "promgate")].count("POST") == 1
 
 
+async def test_never_two_leaders_through_crashes_and_hand_overs(
+    server: ContractApiServer, candidate: Candidate
+) -> None:
+    """Leaders that crash or close in turn, each replaced by a new replica: a sampler that
+    watches every replica all along never sees two acting at once."""
+    replicas = [await candidate("r0"), await candidate("r1")]
+    overlaps, samples = 0, 0
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal overlaps, samples
+        while not done.is_set():
+            overlaps += sum(r.may_act() for r in replicas) > 1
+            samples += 1
+            await asyncio.sleep(0.002)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        for turn in range(4):
+            await leads_either(*replicas[-2:])
+            leader = next(r for r in replicas if r.may_act())
+            await leader.close(release=turn % 2 == 0)  # hand over, then crash, in turn
+            replicas.append(await candidate(f"r{turn + 2}"))
+        await leads_either(*replicas[-2:])
+    finally:
+        done.set()
+        await sampler
+    assert overlaps == 0
+    assert samples > 500
+    lease = server.object(LEASE, NS, "promgate")
+    assert lease is not None and lease["spec"]["leaseTransitions"] == 4
+
+
 async def leads_either(a: LeaseLeadership, b: LeaseLeadership) -> None:
     async def one() -> bool:
         return a.may_act() or b.may_act()
