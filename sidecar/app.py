@@ -101,7 +101,7 @@ class Sidecar:
             )
         return LeaseLeadership(
             self.kube,
-            settings.kube_namespace or default_namespace(),
+            settings.kube_namespace or default_namespace(settings.kubeconfig),
             settings.lease_name,
             settings.identity,
             duration_s=settings.lease_duration_s,

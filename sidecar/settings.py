@@ -81,13 +81,13 @@ class Settings(BaseSettings):
     )
     kubeconfig: Path | None = Field(
         default=None,
-        description="kubeconfig file for the Kubernetes API; unset: in-cluster config, else "
-        "KUBECONFIG or ~/.kube/config",
+        description="kubeconfig file for the Kubernetes API; unset: the Pod's service account "
+        "in a cluster, else $KUBECONFIG or ~/.kube/config",
     )
     kube_namespace: str | None = Field(
         default=None,
-        description="namespace of promgate's own objects (Lease, ledger); unset: the pod's, "
-        "else the kubeconfig context's, else default",
+        description="namespace for promgate's own objects; unset: the Pod's namespace, else the "
+        "kubeconfig context's, else default",
     )
     leader_election: bool | None = Field(
         default=None,
