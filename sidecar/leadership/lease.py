@@ -163,8 +163,8 @@ class LeaseLeadership:
             timing=self.timing,
             leading=self._leading,
         )
-        self._leader = decision.leader
         if decision.record is None:
+            self._leader = decision.leader
             if decision.action is Action.DEPOSED:
                 self._acting_until = -math.inf
             return False
@@ -174,6 +174,7 @@ class LeaseLeadership:
         else:
             stored = await self.api.replace(LEASE, ns, self._with(lease, record))
         self._remember(stored)
+        self._leader = decision.leader  # only once the write landed
         if decision.action is Action.ACQUIRE:
             _log.info(
                 "lease acquired",

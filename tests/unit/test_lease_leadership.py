@@ -97,6 +97,7 @@ async def test_never_two_leaders_through_crashes_and_hand_overs(
     """Leaders that crash or close in turn, each replaced by a new replica: a sampler that
     watches every replica all along never sees two acting at once."""
     replicas = [await candidate("r0"), await candidate("r1")]
+    alive = list(replicas)
     overlaps, samples = 0, 0
     done = asyncio.Event()
 
@@ -110,11 +111,13 @@ async def test_never_two_leaders_through_crashes_and_hand_overs(
     sampler = asyncio.create_task(sample())
     try:
         for turn in range(4):
-            await leads_either(*replicas[-2:])
-            leader = next(r for r in replicas if r.may_act())
+            await leads_either(*alive)
+            leader = next(r for r in alive if r.may_act())
+            alive.remove(leader)
             await leader.close(release=turn % 2 == 0)  # hand over, then crash, in turn
-            replicas.append(await candidate(f"r{turn + 2}"))
-        await leads_either(*replicas[-2:])
+            alive.append(await candidate(f"r{turn + 2}"))
+            replicas.append(alive[-1])
+        await leads_either(*alive)
     finally:
         done.set()
         await sampler
