@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LINTED := sidecar tests examples benchmarks
 
-.PHONY: demo test lint bench-latency bench-decisions bench-ledger prometheus test-deps clean
+.PHONY: demo test lint bench-latency bench-decisions bench-ledger bench-failover prometheus test-deps clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ bench-latency: $(BIN)/.installed prometheus
 
 bench-ledger: $(BIN)/.installed
 	$(BIN)/python benchmarks/ledger_writes.py
+
+# two replicas electing a leader through a Lease in the contract API server; SIGKILL the leader
+bench-failover: $(BIN)/.installed
+	$(BIN)/python benchmarks/failover.py
 
 bench-decisions: $(BIN)/.installed
 	$(BIN)/pip install -q -e '.[test,bench]'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -20,6 +21,7 @@ from sidecar.errors import (
     ConflictError,
     InputError,
     NotFoundError,
+    NotLeaderError,
     Problem,
     ProblemsError,
     PromgateError,
@@ -30,6 +32,7 @@ from sidecar.errors import (
 DEFAULT_SERVER = "http://127.0.0.1:8480"
 MAX_PAGE = 1000  # the most items the server sends per page
 RECONNECT_S = 120.0  # how long a watch waits for a server that stopped answering
+LEADER_WAIT_S = 30.0  # how long a write waits for a replica that leads (a failover)
 TERMINAL_KINDS = frozenset(phase.value for phase in Phase if phase.terminal)
 _RECONNECT_FIRST_S = 0.25  # backoff between tries: doubles up to the maximum
 _RECONNECT_MAX_S = 2.0
@@ -47,8 +50,14 @@ class ApiClient:
     """One HTTP session to a promgate server; close it with :meth:`close` or ``async with``."""
 
     def __init__(
-        self, server: str | None = None, token: str | None = None, *, timeout_s: float = 30.0
+        self,
+        server: str | None = None,
+        token: str | None = None,
+        *,
+        timeout_s: float = 30.0,
+        leader_wait_s: float = LEADER_WAIT_S,
     ) -> None:
+        """``leader_wait_s``: how long a write answered "not the leader" is tried again."""
         url = URL(server or os.environ.get("PROMGATE_SERVER") or DEFAULT_SERVER)
         if url.user is not None or url.password is not None:
             raise InputError(
@@ -64,6 +73,7 @@ class ApiClient:
             total=None, sock_connect=timeout_s, sock_read=_STREAM_IDLE_S
         )
         self._session: aiohttp.ClientSession | None = None
+        self.leader_wait_s = leader_wait_s
 
     def __repr__(self) -> str:
         return f"ApiClient(server={self.server!r})"
@@ -237,8 +247,29 @@ class ApiClient:
         params: dict[str, str] | None = None,
         body: Json | None = None,
     ) -> Json:
-        async with self._send(method, path, params=params, body=body) as response:
-            return self._decode(await response.read())
+        """One request; a write a follower refused (503, nothing done) is sent again after
+        its ``Retry-After`` until a replica that leads takes it, for ``leader_wait_s``."""
+        deadline = time.monotonic() + self.leader_wait_s
+        while True:
+            try:
+                async with self._send(method, path, params=params, body=body) as response:
+                    return self._decode(await response.read())
+            except NotLeaderError as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._no_leader(exc) from None
+                await asyncio.sleep(min(max(exc.retry_after_s, 0.1), left))
+
+    def _no_leader(self, error: NotLeaderError) -> NotLeaderError:
+        leader = f"{error.leader} leads" if error.leader else "no replica leads yet"
+        return NotLeaderError(
+            f"promgate server {self.server} did not take the write within "
+            f"{self.leader_wait_s:g} s: it does not lead, and {leader}; send the request to "
+            "the leader (a Service in front of all replicas reaches it on a retry) or try "
+            "again once an election ends",
+            leader=error.leader,
+            retry_after_s=error.retry_after_s,
+        )
 
     @contextlib.asynccontextmanager
     async def _send(
@@ -267,7 +298,8 @@ class ApiClient:
                 timeout=self._stream_timeout if stream else self._timeout,
             ) as response:
                 if response.status >= 400:
-                    raise self._error(response.status, await response.read())
+                    retry_after = response.headers.get("Retry-After", "")
+                    raise self._error(response.status, await response.read(), retry_after)
                 yield response
         except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
             raise self._unreachable(_describe(exc)) from None
@@ -290,7 +322,7 @@ class ApiClient:
             why=why,
         )
 
-    def _error(self, status: int, raw: bytes) -> PromgateError:
+    def _error(self, status: int, raw: bytes, retry_after: str = "") -> PromgateError:
         """The promgate error for an error response ``{"error": {type, message, problems}}``."""
         try:
             body = json.loads(raw)
@@ -302,6 +334,12 @@ class ApiClient:
             text = raw.decode("utf-8", "replace").strip()[:200]
             error = {"message": http + (f": {text}" if text else "")}
         message = str(error.get("message") or http)
+        if status == 503 and error.get("type") == "NotLeaderError":
+            leader = error.get("leader")
+            wait = int(retry_after) if retry_after.isdigit() else 1
+            return NotLeaderError(
+                message, leader=str(leader) if leader else None, retry_after_s=wait
+            )
         if status >= 500:
             return self._unreachable(message if message.startswith(http) else f"{http}: {message}")
         if status in (401, 403):

@@ -27,6 +27,7 @@ occur and never cross it. Each error says what was wrong, where, and what to do.
     ├── ActuationError           traffic could not be shifted
     │   └── CandidateNotReadyError   the candidate's workload never became ready (permanent)
     ├── LedgerError              durable state could not be read or written
+    ├── NotLeaderError           a write reached a replica that does not lead (HTTP 503)
     └── KubeError                the Kubernetes API failed or refused a request
         ├── KubeNotFoundError        the object does not exist (404)
         ├── KubeConflictError        its resourceVersion moved, or the name is taken (409)
@@ -195,6 +196,16 @@ class CandidateNotReadyError(ActuationError):
 
 class LedgerError(PromgateError):
     """Durable state could not be read or written."""
+
+
+class NotLeaderError(PromgateError):
+    """This replica does not lead, so it takes no writes; ``leader`` names the one that
+    does (None during an election), ``retry_after_s`` when to try again."""
+
+    def __init__(self, message: str, *, leader: str | None, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.leader = leader
+        self.retry_after_s = retry_after_s
 
 
 class KubeError(PromgateError):

@@ -6,13 +6,16 @@ one (``webhook_secret_file``, ``tokens_file``), and reprs never show secret cont
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sidecar.domain.validation import field_path
 from sidecar.errors import SettingsError
+from sidecar.leadership.election import LeaseTiming
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -32,6 +35,11 @@ def parse_stage_addresses(text: str) -> dict[str, tuple[str, int]]:
             raise ValueError(f"{item!r} is not stage=host:port")
         result[stage.strip()] = parse_address(address)
     return result
+
+
+def default_identity() -> str:
+    """The pod's name where Kubernetes sets POD_NAME (the chart does), else hostname-pid."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
 
 class Settings(BaseSettings):
@@ -93,6 +101,32 @@ class Settings(BaseSettings):
         description="namespace for promgate's own objects; unset: the Pod's namespace, else the "
         "kubeconfig context's, else default",
     )
+    leader_election: bool | None = Field(
+        default=None,
+        description="run only while holding a coordination.k8s.io/v1 Lease, so replicas "
+        "can share one ledger; unset: on when the ledger is kubernetes",
+    )
+    lease_name: str = Field(
+        default="promgate", description="the Lease replicas elect a leader with"
+    )
+    lease_duration_s: int = Field(
+        default=15,
+        ge=1,
+        description="seconds a Lease lasts unrenewed before another replica takes it over",
+    )
+    lease_renew_deadline_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds the leader acts after its last successful renewal; shorter "
+        "than lease_duration_s, so two leaders never overlap",
+    )
+    lease_retry_period_s: float = Field(
+        default=2.0, gt=0, description="seconds between tries to renew or acquire the Lease"
+    )
+    identity: str = Field(
+        default_factory=default_identity,
+        description="this replica's name in the Lease; default POD_NAME, else hostname-pid",
+    )
     log_level: str = Field(default="info", description="debug, info, warning or error")
     max_body_bytes: int = Field(default=1 << 20, gt=0, description="largest accepted request body")
     leader_election: bool | None = Field(
@@ -110,6 +144,26 @@ class Settings(BaseSettings):
     identity: str | None = Field(
         default=None, description="this replica's name in the Lease; None: POD_NAME, else host+pid"
     )
+
+    @model_validator(mode="after")
+    def _lease_timing(self) -> Settings:
+        try:
+            LeaseTiming(
+                self.lease_duration_s, self.lease_renew_deadline_s, self.lease_retry_period_s
+            )
+        except ValueError as exc:
+            raise ValueError(
+                f"settings lease_duration_s, lease_renew_deadline_s, lease_retry_period_s "
+                f"(PROMGATE_LEASE_*): {exc}"
+            ) from None
+        return self
+
+    @property
+    def elects_leader(self) -> bool:
+        """Whether this replica campaigns for the Lease (None: when the ledger is shared)."""
+        if self.leader_election is None:
+            return self.ledger == "kubernetes"
+        return self.leader_election
 
     @field_validator("listen", "proxy_metrics_listen")
     @classmethod
@@ -135,7 +189,9 @@ class Settings(BaseSettings):
             for error in exc.errors(include_url=False):
                 name = field_path(tuple(error["loc"]))
                 message = error["msg"].removeprefix("Value error, ")
-                lines.append(f"setting {name} (PROMGATE_{name.upper()}): {message}")
+                if name:
+                    message = f"setting {name} (PROMGATE_{name.upper()}): {message}"
+                lines.append(message)
             raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
 
     def webhook_secret(self) -> bytes | None:

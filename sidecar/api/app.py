@@ -36,6 +36,7 @@ from sidecar.errors import (
     LedgerError,
     ManifestError,
     NotFoundError,
+    NotLeaderError,
     Problem,
     PromgateError,
     RefusedError,
@@ -43,6 +44,7 @@ from sidecar.errors import (
     RequestTooLargeError,
     TagMutationError,
 )
+from sidecar.leadership.base import AlwaysLeader, Leadership
 from sidecar.redaction import redact
 from sidecar.telemetry.logging import get_logger
 
@@ -103,12 +105,19 @@ def build_api(
     *,
     max_body_bytes: int = 1 << 20,
     keepalive_s: float = 15.0,
+    leadership: Leadership | None = None,
+    retry_after_s: int = 2,
 ) -> web.Application:
-    """The aiohttp application; ``keepalive_s`` is the idle time before a stream keepalive."""
-    api = _Api(controller, tokens, registry, keepalive_s)
+    """The aiohttp application; ``keepalive_s`` is the idle time before a stream keepalive.
+
+    Only the leader takes writes: elsewhere every write is a 503 with ``Retry-After``
+    (``retry_after_s``) that names the leader; reads are served from the shared ledger.
+    """
+    api = _Api(controller, tokens, registry, keepalive_s, leadership or AlwaysLeader())
+    api.retry_after_s = retry_after_s
     app = web.Application(
         client_max_size=max_body_bytes,
-        middlewares=[_audit_writes(api), _errors, _within_limits],
+        middlewares=[_leader_only(api), _audit_writes(api), _errors, _within_limits],
         handler_args=_PARSER_LIMITS,
     )
     app.on_shutdown.append(api.close_streams)
@@ -140,6 +149,7 @@ class _Api:
         tokens: TokenTable,
         registry: CollectorRegistry,
         keepalive_s: float,
+        leadership: Leadership,
     ) -> None:
         self.controller = controller
         self.tokens = tokens
@@ -147,6 +157,23 @@ class _Api:
         self.keepalive_s = keepalive_s
         self._streaming: list[str] = []  # promotion ids with an open event stream
         self._closing = False
+        self.leadership = leadership
+        self.retry_after_s = 2  # seconds a refused write waits before its retry
+
+    def takes_writes(self) -> bool:
+        """Whether this replica leads and its controller has resumed every promotion."""
+        return self.leadership.may_act() and self.controller.ready
+
+    def not_leader(self) -> NotLeaderError:
+        """Why this replica refuses a write, naming the leader."""
+        leader = self.leadership.leader
+        if self.leadership.may_act():
+            why = "this replica leads but is still resuming promotions; retry in a moment"
+        elif leader:
+            why = f"this replica does not lead; {leader} does: retry, or send it to the leader"
+        else:
+            why = "no replica leads right now (an election is under way); retry"
+        return NotLeaderError(why, leader=leader, retry_after_s=self.retry_after_s)
 
     def _principal(self, request: web.Request, needed: Role) -> Principal:
         return self.tokens.authenticate(request.headers.get("Authorization"), needed)
@@ -254,9 +281,14 @@ class _Api:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
+        """Ready to serve: the leader once its controller started, a follower at once (it
+        serves reads); the body says which role and who leads."""
+        leader = self.leadership.leader
+        if not self.leadership.may_act():
+            return web.json_response({"status": "ready", "role": "follower", "leader": leader})
         if self.controller.ready:
-            return web.json_response({"status": "ready"})
-        return web.json_response({"status": "starting"}, status=503)
+            return web.json_response({"status": "ready", "role": "leader", "leader": leader})
+        return web.json_response({"status": "starting", "role": "leader"}, status=503)
 
     async def metrics(self, request: web.Request) -> web.Response:
         encode, content_type = choose_encoder(request.headers.get("Accept", ""))
@@ -338,6 +370,20 @@ class _Api:
         self._closing = True
         for promotion_id in set(self._streaming):
             self.controller.ctx.bus.notify(promotion_id)
+
+
+def _leader_only(api: _Api) -> Any:
+    """A middleware that answers every write a follower gets with 503, before any audit
+    row or handler: the leader records and carries out the retried request."""
+
+    @web.middleware
+    async def leader_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method in _READS or api.takes_writes():
+            return await handler(request)
+        status, body, headers = _describe(api.not_leader(), request)
+        return web.json_response(body, status=status, headers=headers)
+
+    return leader_only
 
 
 def _audit_writes(api: _Api) -> Any:
@@ -467,6 +513,8 @@ def _describe(exc: Exception, request: web.Request) -> tuple[int, dict[str, Any]
         error["promotion_id"] = exc.promotion_id
     if isinstance(exc, ConflictError) and exc.active_id is not None:
         error["active_promotion_id"] = exc.active_id
+    if isinstance(exc, NotLeaderError):
+        error["leader"] = exc.leader
     return status, {"error": error}, headers
 
 
@@ -474,6 +522,8 @@ def _classify(exc: Exception, request: web.Request) -> tuple[int, str, str, dict
     kind = type(exc).__name__
     if isinstance(exc, web.HTTPException):
         return _classify_http(exc, request)
+    if isinstance(exc, NotLeaderError):
+        return 503, kind, str(exc), {"Retry-After": str(exc.retry_after_s)}
     if isinstance(exc, AuthError):
         headers = {"WWW-Authenticate": _CHALLENGE} if exc.status == 401 else {}
         return exc.status, kind, str(exc), headers

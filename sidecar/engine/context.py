@@ -10,6 +10,9 @@ contradicts the traffic.
 
 A failed actuation is remembered in ``unapplied`` and retried by the controller, once per
 state logged and recorded as an event; a permanent failure is not retried.
+
+Both writes are fenced by ``may_act`` (the leadership seam): a replica whose lease lapsed
+refuses to shift traffic or write state, even if a runner has not been cancelled yet.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +32,7 @@ from sidecar.domain.policy import PromotionPolicy
 from sidecar.domain.promotion import Phase, Promotion, StableRelease
 from sidecar.engine.clock import Clock
 from sidecar.engine.traffic import desired_traffic
-from sidecar.errors import ActuationError
+from sidecar.errors import ActuationError, LedgerError
 from sidecar.ledger.base import Ledger, NewEvent, Transaction
 from sidecar.telemetry.logging import get_logger
 from sidecar.telemetry.metrics import Recorder
@@ -38,6 +42,11 @@ FIRST_RETRY_S = 2.0
 MAX_RETRY_S = 60.0
 
 _log = get_logger("engine")
+_NOT_LEADER = "not the leader: this replica's lease lapsed, so another replica acts"
+
+
+def _always() -> bool:
+    return True
 
 
 @dataclass
@@ -89,6 +98,8 @@ class EngineContext:
     """The namespace of a stage whose Kubernetes target names none: promgate's own."""
     bus: EventBus = field(default_factory=EventBus)
     unapplied: dict[str, Unapplied] = field(default_factory=dict)
+    may_act: Callable[[], bool] = _always
+    """True only while this replica leads; the one replica there is always does."""
 
     async def event(self, promotion: Promotion, kind: str, data: dict[str, Any]) -> None:
         await self.commit(Transaction(events=(self.new_event(promotion, kind, data),)))
@@ -98,6 +109,8 @@ class EngineContext:
 
     async def commit(self, transaction: Transaction) -> None:
         """Write ``transaction``, then wake the streams of the promotions it logged to."""
+        if not self.may_act():
+            raise LedgerError(f"state not written: {_NOT_LEADER}")
         await self.ledger.commit(transaction)
         for promotion_id in {e.promotion_id for e in transaction.events}:
             self.bus.notify(promotion_id)
@@ -147,6 +160,8 @@ class EngineContext:
         desired = desired_traffic(promotion)
         if desired is None:
             return
+        if not self.may_act():  # it may write the ledger below, not only the actuator
+            raise ActuationError(f"traffic not checked: {_NOT_LEADER}")
         applied = await self.ledger.traffic(promotion.service, promotion.stage)
         if applied is None or not applied.covers(desired):
             await self._apply(promotion, desired)
@@ -159,6 +174,8 @@ class EngineContext:
                 self._published_stable(stable)
 
     async def _apply(self, promotion: Promotion, desired: TrafficState) -> None:
+        if not self.may_act():  # nothing is recorded either: the leader owns the ledger
+            raise ActuationError(f"traffic not shifted: {_NOT_LEADER}")
         with self.tracer.start_as_current_span(
             "promgate.actuate",
             context=promotion_parent(promotion),

@@ -140,6 +140,17 @@ class PrometheusRecorder:
             registry=r,
         )
 
+        self.leader = Gauge(
+            "promgate_leader",
+            "1 while this replica leads (runs promotions, moves traffic), 0 while it follows",
+            ["identity"],
+            registry=r,
+        )
+
+    def leading(self, identity: str, leading: bool) -> None:
+        """Not part of the engine's Recorder: the sidecar reports its own role."""
+        self.leader.labels(identity).set(1 if leading else 0)
+
     def gate_verdicts(self, promotion: Promotion, verdict: StepVerdict) -> None:
         ss = (promotion.service, promotion.stage)
         for gate in verdict.gates:
