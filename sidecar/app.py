@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from sidecar.actuators.base import TrafficActuator
 from sidecar.actuators.factory import ActuatorSettings, build_actuator
+from sidecar.actuators.kubernetes import stage_targets
 from sidecar.analysis.prometheus import PrometheusSource
 from sidecar.api.app import build_api
 from sidecar.api.auth import TokenTable
@@ -27,6 +28,7 @@ from sidecar.engine.controller import Controller
 from sidecar.errors import PromgateError, SettingsError
 from sidecar.kube.api import KubeApi
 from sidecar.kube.client import connect, default_namespace
+from sidecar.kube.intake import PromotionIntake
 from sidecar.leadership.base import AlwaysLeader, Leadership
 from sidecar.leadership.lease import LeaseLeadership
 from sidecar.ledger.factory import build_ledger
@@ -36,6 +38,8 @@ from sidecar.telemetry.metrics import PrometheusRecorder
 from sidecar.telemetry.tracing import build_tracer_provider
 
 _log = get_logger("sidecar")
+INTAKE_INTERVAL_S = 2.0
+"""How often the leader looks for Promotion objects applied with kubectl."""
 
 
 class Sidecar:
@@ -48,6 +52,9 @@ class Sidecar:
         the sidecar closes it on stop."""
         self.settings = settings
         self.kube = kube
+        self.namespace = (
+            settings.kube_namespace or default_namespace(settings.kubeconfig) if kube else "default"
+        )
         self.leadership = self._leadership(clock)
         self.policy = load_policy(settings.policy)
         self.recorder = PrometheusRecorder()
@@ -66,8 +73,12 @@ class Sidecar:
                 ),
                 webhook_url=settings.webhook_url,
                 webhook_secret=settings.webhook_secret(),
+                kube_targets=stage_targets(self.policy),
+                kube_namespace=self.namespace,
             ),
             registry=self.recorder.registry,
+            kube=kube,
+            clock=clock,
         )
         self.source = PrometheusSource(
             settings.prometheus_url,
@@ -75,7 +86,13 @@ class Sidecar:
             timeout_s=settings.prometheus_timeout_s,
             attempts=settings.prometheus_attempts,
         )
-        self.ledger = build_ledger(settings.ledger, str(settings.ledger_path))
+        self.ledger = build_ledger(
+            settings.ledger,
+            str(settings.ledger_path),
+            kube=kube,
+            namespace=self.namespace,
+            policy=self.policy,
+        )
         self.controller = Controller(
             EngineContext(
                 policy=self.policy,
@@ -86,8 +103,15 @@ class Sidecar:
                 tracer=self.tracer_provider.get_tracer("promgate"),
                 clock=clock or SystemClock(),
                 may_act=self.leadership.may_act,
+                kube_namespace=self.namespace,
             )
         )
+        self.intake = (
+            PromotionIntake(kube, self.namespace, self.controller)
+            if kube is not None and settings.ledger == "kubernetes"
+            else None
+        )
+        self._intake_task: asyncio.Task[None] | None = None
         self.leadership.on_change(self._lead_or_follow)
         self._runner: web.AppRunner | None = None
 
@@ -102,7 +126,7 @@ class Sidecar:
             )
         return LeaseLeadership(
             self.kube,
-            settings.kube_namespace or default_namespace(settings.kubeconfig),
+            self.namespace,
             settings.lease_name,
             settings.identity,
             duration_s=settings.lease_duration_s,
@@ -116,11 +140,13 @@ class Sidecar:
         answer) is tried again while the lease lasts, and raised where nobody else leads."""
         self.recorder.leading(self.settings.identity, leading)
         if not leading:
+            await self._stop_intake()
             await self.controller.stop()
             return
         while self.leadership.may_act():
             try:
                 await self.controller.start()
+                self._start_intake()
                 return
             except PromgateError as exc:
                 await self.controller.stop()
@@ -131,6 +157,20 @@ class Sidecar:
                     extra={"error": str(exc), "identity": self.settings.identity},
                 )
                 await asyncio.sleep(self.settings.lease_retry_period_s)
+
+    def _start_intake(self) -> None:
+        """Take in Promotion objects people apply, while this replica leads."""
+        if self.intake is not None and self._intake_task is None:
+            self._intake_task = asyncio.create_task(
+                self.intake.run(INTAKE_INTERVAL_S), name="promotion-intake"
+            )
+
+    async def _stop_intake(self) -> None:
+        task, self._intake_task = self._intake_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def start(self) -> None:
         await self.ledger.open()
@@ -164,6 +204,7 @@ class Sidecar:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+        await self._stop_intake()
         await self.leadership.close()  # stops the controller, then hands the lease over
         await self.controller.stop()
         await self.actuator.close()

@@ -129,21 +129,6 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="info", description="debug, info, warning or error")
     max_body_bytes: int = Field(default=1 << 20, gt=0, description="largest accepted request body")
-    leader_election: bool | None = Field(
-        default=None,
-        description="act only while holding a Lease; None: on with the kubernetes ledger",
-    )
-    lease_name: str = Field(default="promgate", description="name of the coordination.k8s.io Lease")
-    lease_duration_s: float = Field(default=15.0, gt=0, description="how long a lease is valid")
-    lease_renew_deadline_s: float = Field(
-        default=10.0, gt=0, description="the leader steps down unless it renews within this"
-    )
-    lease_retry_period_s: float = Field(
-        default=2.0, gt=0, description="how often replicas try to acquire or renew the lease"
-    )
-    identity: str | None = Field(
-        default=None, description="this replica's name in the Lease; None: POD_NAME, else host+pid"
-    )
 
     @model_validator(mode="after")
     def _lease_timing(self) -> Settings:

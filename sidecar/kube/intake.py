@@ -83,9 +83,13 @@ class PromotionIntake:
         return submitted
 
     async def run(self, interval_s: float) -> None:
-        """Poll every ``interval_s`` until cancelled."""
+        """Poll every ``interval_s`` until cancelled; a round the API fails is logged and
+        the next one tries again."""
         while True:
-            await self.poll_once()
+            try:
+                await self.poll_once()
+            except PromgateError as exc:
+                _log.warning("could not read Promotion objects", extra={"error": str(exc)})
             await asyncio.sleep(interval_s)
 
     async def _submit(self, obj: Object) -> bool:
