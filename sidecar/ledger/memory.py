@@ -119,26 +119,12 @@ class MemoryLedger:
     ) -> Sequence[Promotion]:
         # Newest first; among equal creation times the later-created one first, as in SQLite.
         found = sorted(reversed(self._load_all()), key=lambda p: p.created_at, reverse=True)
-        if after is not None:
-            ids = [p.id for p in found]
-            if after not in ids:
-                raise rules.unknown_promotion(after)
-            found = found[ids.index(after) + 1 :]
-        matching = [
-            p
-            for p in found
-            if (service is None or p.service == service)
-            and (stage is None or p.stage == stage)
-            and (active is None or p.active == active)
-        ]
-        return matching if limit is None else matching[:limit]
+        return rules.select(
+            found, service=service, stage=stage, active=active, limit=limit, after=after
+        )
 
     async def newest(self, phases: Collection[Phase]) -> Sequence[Promotion]:
-        newest: dict[tuple[str, str], Promotion] = {}
-        for p in await self.list():
-            if p.phase in phases:
-                newest.setdefault((p.service, p.stage), p)
-        return builtins.list(newest.values())
+        return rules.newest_per_stage(await self.list(), phases)
 
     async def append_event(
         self, promotion_id: str, kind: str, data: dict[str, Any], at: float

@@ -1,4 +1,5 @@
-"""Rules and messages both ledgers share, so the SQLite and in-memory ledgers cannot drift.
+"""Rules and messages the ledgers share, so the SQLite, in-memory and Kubernetes ledgers
+cannot drift.
 
 Both ledgers keep free-form payloads as JSON: the in-memory one too, so that data SQLite
 could not store fails in tests and dry runs as well, and stored state is never aliased.
@@ -7,9 +8,10 @@ could not store fails in tests and dry runs as well, and stored state is never a
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from sidecar.domain.promotion import Promotion, StableRelease
+from sidecar.domain.promotion import Phase, Promotion, StableRelease
 from sidecar.errors import (
     ArtifactReferenceError,
     ConflictError,
@@ -123,3 +125,40 @@ def check_newest_stable(newest: StableRelease, expected: StableRelease) -> None:
             f"is now {newest.artifact.digest} (promotion {newest.promotion_id!r}), not "
             f"{expected.artifact.digest}; another write changed it: read the history again"
         )
+
+
+def select(
+    newest_first: Sequence[Promotion],
+    *,
+    service: str | None,
+    stage: str | None,
+    active: bool | None,
+    limit: int | None,
+    after: str | None,
+) -> list[Promotion]:
+    """What :meth:`Ledger.list` gives, from every promotion ordered newest first."""
+    found = list(newest_first)
+    if after is not None:
+        ids = [p.id for p in found]
+        if after not in ids:
+            raise unknown_promotion(after)
+        found = found[ids.index(after) + 1 :]
+    matching = [
+        p
+        for p in found
+        if (service is None or p.service == service)
+        and (stage is None or p.stage == stage)
+        and (active is None or p.active == active)
+    ]
+    return matching if limit is None else matching[:limit]
+
+
+def newest_per_stage(
+    newest_first: Sequence[Promotion], phases: Collection[Phase]
+) -> list[Promotion]:
+    """What :meth:`Ledger.newest` gives, from every promotion ordered newest first."""
+    newest: dict[tuple[str, str], Promotion] = {}
+    for p in newest_first:
+        if p.phase in phases:
+            newest.setdefault((p.service, p.stage), p)
+    return list(newest.values())

@@ -3,14 +3,32 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from sidecar.kube.api import KubeApi
 from sidecar.kube.client import connect
-from tests.kubeapi import ContractApiServer
+from tests.kubeapi import ContractApiServer, MissingSchemasError
 
 NAMESPACE = "promgate"
+
+
+@contextlib.asynccontextmanager
+async def contract_server(**options: Any) -> AsyncIterator[ContractApiServer]:
+    """A running contract server; without the published schemas beside the checkout the
+    test skips and says why, except under CI (``CI`` set), where it fails."""
+    try:
+        server = ContractApiServer(**options)
+    except MissingSchemasError as error:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(error))
+    async with server:
+        yield server
 
 
 @contextlib.asynccontextmanager

@@ -4,7 +4,6 @@ error mapping, and credentials kept out of every message."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +18,8 @@ from sidecar.kube import client as kube_client
 from sidecar.kube.api import CONFIGMAP, DEPLOYMENT, LEASE, PROMOTION, KubeApi
 from sidecar.kube.client import connect, default_namespace
 from sidecar.settings import Settings
-from tests.kubeapi import ContractApiServer, MissingSchemasError
+from tests.kubeapi import ContractApiServer
+from tests.support.kube import contract_server
 from tests.support.processes import free_port, serve_app
 
 NS = "shop"
@@ -62,13 +62,7 @@ def deployment(image: str) -> dict[str, Any]:
 
 @pytest.fixture
 async def server() -> AsyncIterator[ContractApiServer]:
-    try:
-        api = ContractApiServer(rollout_delay_s=0.05)
-    except MissingSchemasError as error:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(error))
-    async with api:
+    async with contract_server(rollout_delay_s=0.05) as api:
         yield api
 
 

@@ -4,7 +4,6 @@ contract promgate relies on; the Kubernetes code's tests are only as good as thi
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,8 +22,9 @@ from sidecar.kube.api import (
     SERVICE,
     Kind,
 )
-from tests.kubeapi import ApiError, ContractApiServer, MissingSchemasError
+from tests.kubeapi import ApiError, ContractApiServer
 from tests.kubeapi.validation import structural
+from tests.support.kube import contract_server
 from tests.support.processes import REPO_ROOT, wait_until
 
 NS = "shop"
@@ -128,13 +128,7 @@ def prometheusrule() -> dict[str, Any]:
 
 @pytest.fixture
 async def server() -> AsyncIterator[ContractApiServer]:
-    try:
-        api = ContractApiServer(rollout_delay_s=0.05)
-    except MissingSchemasError as error:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(error))
-    async with api:
+    async with contract_server(rollout_delay_s=0.05) as api:
         yield api
 
 

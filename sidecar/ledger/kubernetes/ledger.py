@@ -217,26 +217,12 @@ class KubernetesLedger:
     ) -> Sequence[Promotion]:
         await self._settle()
         found = await self._all()
-        if after is not None:
-            ids = [p.id for p in found]
-            if after not in ids:
-                raise rules.unknown_promotion(after)
-            found = found[ids.index(after) + 1 :]
-        matching = [
-            p
-            for p in found
-            if (service is None or p.service == service)
-            and (stage is None or p.stage == stage)
-            and (active is None or p.active == active)
-        ]
-        return matching if limit is None else matching[:limit]
+        return rules.select(
+            found, service=service, stage=stage, active=active, limit=limit, after=after
+        )
 
     async def newest(self, phases: Collection[Phase]) -> Sequence[Promotion]:
-        newest: dict[tuple[str, str], Promotion] = {}
-        for p in await self.list():
-            if p.phase in phases:
-                newest.setdefault((p.service, p.stage), p)
-        return builtins.list(newest.values())
+        return rules.newest_per_stage(await self.list(), phases)
 
     async def events(
         self, promotion_id: str, after: int = 0, limit: int | None = None
