@@ -166,6 +166,10 @@ async def one_run(
                 interval_s=interval_s,
                 graceful=graceful,
             )
+    except TimeoutError:
+        for name, (process, _) in replicas.items():
+            print(f"--- {name} (exit {process.returncode}):\n{process.log_tail()}", flush=True)
+        raise
     finally:
         for process, _ in replicas.values():
             await process.stop()
