@@ -16,8 +16,9 @@ sequence numbers skipped, which must both be zero, and when the Lease changed ho
 The bound to compare with is ``lease duration + one evaluation interval``: the survivor
 takes the lease over once the dead leader's lease expires on its own clock (up to one
 retry period later), then resumes the promotion, whose next step is at most one interval
-away. Both replicas share one ledger: ``--ledger sqlite`` (one file, as two replicas on one
-host would) or ``--ledger kubernetes`` when that backend is available.
+away. Both replicas share one ledger: ``--ledger kubernetes`` (the default: Promotion
+objects and ConfigMaps in the contract server, as in a cluster) or ``--ledger sqlite``
+(one file, as two replicas on one host would).
 
 ``--stop term`` sends SIGTERM instead, as a rolling update does: the leader stops acting
 and releases the Lease, so the other replica takes over within a retry period.
@@ -260,7 +261,7 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--lease", default="4,3,1", help="duration,renew,retry in seconds")
     parser.add_argument("--interval", type=int, default=1, help="evaluation interval, s")
-    parser.add_argument("--ledger", default="sqlite", choices=["sqlite", "kubernetes"])
+    parser.add_argument("--ledger", default="kubernetes", choices=["sqlite", "kubernetes"])
     parser.add_argument(
         "--stop", default="kill", choices=["kill", "term"], help="SIGKILL (a crash) or SIGTERM"
     )
