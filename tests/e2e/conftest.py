@@ -220,6 +220,75 @@ def receiver_routing(receiver: WebhookReceiver, stage: str) -> Callable[[], str 
     return pick
 
 
+async def start_example_services(
+    logs: Path, versions: dict[str, Sequence[str]]
+) -> dict[tuple[str, str], Service]:
+    """One example service per (version, stage), each serving its version's demo digest;
+    returns once every one answers /healthz."""
+    services: dict[tuple[str, str], Service] = {}
+    for stage, stage_versions in versions.items():
+        for version in stage_versions:
+            port = free_port()
+            process = launch_demo_service(
+                logs,
+                port=port,
+                version=version,
+                digest=demo_digest(version),
+                latency_ms=BASE_LATENCY_MS,
+                name=f"service-{stage}-{version}",
+            )
+            services[(version, stage)] = Service(version, stage, port, process)
+
+    async def all_healthy() -> bool:
+        for s in services.values():
+            if not s.process.running:
+                raise RuntimeError(f"service {s.version} exited:\n{s.process.log_tail()}")
+        checks = [url_is_ok(f"{s.url}/healthz") for s in services.values()]
+        return all(await asyncio.gather(*checks))
+
+    await wait_until(all_healthy, 20, what="the example services to answer /healthz")
+    return services
+
+
+async def wait_scraped(
+    prometheus_url: str, jobs: Iterable[str], expected: int, timeout_s: float = 30.0
+) -> None:
+    """Until Prometheus has ``expected`` targets of ``jobs`` up."""
+    source = PrometheusSource(prometheus_url)
+    pattern = "|".join(jobs)
+
+    async def all_up() -> bool:
+        measured = await source.query(f'count(up{{job=~"{pattern}"}} == 1)')
+        return measured.value == expected
+
+    try:
+        await wait_until(all_up, timeout_s, what="Prometheus to scrape every example service")
+    finally:
+        await source.close()
+
+
+async def wait_promotion(
+    client: ApiClient,
+    promotion_id: str,
+    predicate: Callable[[dict[str, Any]], bool],
+    timeout_s: float,
+    what: str,
+) -> dict[str, Any]:
+    """Poll the promotion through ``client`` until ``predicate(promotion)``; returns it."""
+    last: dict[str, Any] = {}
+
+    async def matches() -> bool:
+        nonlocal last
+        last = await client.get(promotion_id)
+        return predicate(last)
+
+    try:
+        await wait_until(matches, timeout_s, what=what, interval_s=0.1)
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}; last state: {_brief(last)}") from None
+    return last
+
+
 class Stack:
     """Example services, Prometheus and the sidecar process for one test; see the module doc."""
 
@@ -283,27 +352,7 @@ class Stack:
         return self
 
     async def _start_services(self) -> None:
-        for stage, versions in self.versions.items():
-            for version in versions:
-                port = free_port()
-                process = launch_demo_service(
-                    self.logs,
-                    port=port,
-                    version=version,
-                    digest=demo_digest(version),
-                    latency_ms=BASE_LATENCY_MS,
-                    name=f"service-{stage}-{version}",
-                )
-                self.services[(version, stage)] = Service(version, stage, port, process)
-
-        async def all_healthy() -> bool:
-            for s in self.services.values():
-                if not s.process.running:
-                    raise RuntimeError(f"service {s.version} exited:\n{s.process.log_tail()}")
-            checks = [url_is_ok(f"{s.url}/healthz") for s in self.services.values()]
-            return all(await asyncio.gather(*checks))
-
-        await wait_until(all_healthy, 20, what="the example services to answer /healthz")
+        self.services = await start_example_services(self.logs, self.versions)
 
     def sidecar_env(self, **overrides: str) -> dict[str, str]:
         """The sidecar's environment: the caller's, minus any PROMGATE_*, plus ours."""
@@ -433,18 +482,7 @@ class Stack:
 
     async def wait_scraped(self, timeout_s: float = 30.0) -> None:
         """Until Prometheus has scraped every example service once."""
-        source = PrometheusSource(self.prometheus_url)
-        expected = len(self.services)
-        jobs = "|".join(self.versions)
-
-        async def all_up() -> bool:
-            measured = await source.query(f'count(up{{job=~"{jobs}"}} == 1)')
-            return measured.value == expected
-
-        try:
-            await wait_until(all_up, timeout_s, what="Prometheus to scrape every example service")
-        finally:
-            await source.close()
+        await wait_scraped(self.prometheus_url, self.versions, len(self.services), timeout_s)
 
     async def sample(self, stage: str, count: int = 40) -> Counter[str]:
         """Send ``count`` live requests through the stage's proxy; bodies by number seen."""
@@ -474,18 +512,7 @@ class Stack:
         what: str,
     ) -> dict[str, Any]:
         """Poll the promotion until ``predicate(promotion)``; returns that promotion."""
-        last: dict[str, Any] = {}
-
-        async def matches() -> bool:
-            nonlocal last
-            last = await self.client.get(promotion_id)
-            return predicate(last)
-
-        try:
-            await wait_until(matches, timeout_s, what=what, interval_s=0.1)
-        except TimeoutError as exc:
-            raise TimeoutError(f"{exc}; last state: {_brief(last)}") from None
-        return last
+        return await wait_promotion(self.client, promotion_id, predicate, timeout_s, what)
 
     async def wait_event(
         self,

@@ -21,19 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
-from sidecar.analysis.prometheus import PrometheusSource
 from sidecar.client import ApiClient
 from sidecar.kube.api import DEPLOYMENT, HTTPROUTE, LEASE, SERVICE, Object
 from sidecar.local.demo import demo_digest
 from sidecar.local.loadgen import LoadGenerator
+from tests.e2e.conftest import Service, start_example_services, wait_scraped
 from tests.kubeapi import ContractApiServer
 from tests.support.processes import (
     REPO_ROOT,
     ManagedProcess,
     free_port,
-    launch_demo_service,
     start_prometheus,
     wait_answering,
     wait_until,
@@ -126,6 +123,10 @@ def rule_weights(route: Object) -> tuple[int, ...]:
     return tuple(int(ref.get("weight", 1)) for ref in route["spec"]["rules"][0]["backendRefs"])
 
 
+def _image(deployment: Object) -> str:
+    return str(deployment["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
 def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
@@ -151,7 +152,7 @@ class KubeStack:
     versions: Sequence[str]
     server: ContractApiServer = field(default_factory=ContractApiServer)
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    services: dict[str, str] = field(default_factory=dict)  # digest -> base URL
+    services: dict[str, Service] = field(default_factory=dict)  # by the digest it serves
     processes: list[ManagedProcess] = field(default_factory=list)
     replicas: list[Replica] = field(default_factory=list)
     loads: list[LoadGenerator] = field(default_factory=list)
@@ -171,25 +172,13 @@ class KubeStack:
         self.server.seed(service("demo", labels))
         self.server.seed(service("demo-candidate", {"app": "demo-candidate"}))
         self.server.seed(http_route())
-        targets = []
-        for version in self.versions:
-            port = free_port()
-            self.processes.append(
-                launch_demo_service(
-                    self.logs,
-                    port=port,
-                    version=version,
-                    digest=demo_digest(version),
-                    latency_ms=20.0,
-                    name=f"service-{version}",
-                )
-            )
-            self.services[demo_digest(version)] = f"http://127.0.0.1:{port}"
-            targets.append(f"127.0.0.1:{port}")
-        for process, url in zip(self.processes, self.services.values(), strict=True):
-            await wait_answering(process, f"{url}/healthz", 20, what=f"{process.name} to answer")
+        started = await start_example_services(self.logs, {STAGE: self.versions})
+        self.services = {demo_digest(s.version): s for s in started.values()}
         prometheus, self.prometheus_url = await start_prometheus(
-            self.workdir, {STAGE: targets}, scrape_interval_s=1.0, labels={STAGE: {"stage": STAGE}}
+            self.workdir,
+            {STAGE: [s.target for s in self.services.values()]},
+            scrape_interval_s=1.0,
+            labels={STAGE: {"stage": STAGE}},
         )
         self.processes.append(prometheus)
         tokens = self.workdir / "tokens"
@@ -240,7 +229,7 @@ class KubeStack:
         for replica in self.replicas:
             if replica.process is not None and replica.process.running:
                 await replica.process.stop()
-        for process in reversed(self.processes):
+        for process in [*self.processes, *(s.process for s in self.services.values())]:
             if process.running:
                 await process.stop()
         await self.server.close()
@@ -251,13 +240,15 @@ class KubeStack:
         lease = self.server.object(LEASE, PROMGATE_NAMESPACE, "promgate")
         return None if lease is None else lease["spec"].get("holderIdentity") or None
 
-    async def leader(self, timeout_s: float = 2 * LEASE_S + 5) -> Replica:
-        """The replica holding the Lease, once one does and it answers."""
+    async def leader(self, identity: str | None = None) -> Replica:
+        """The replica holding the Lease (``identity``, when given), once one does: within
+        two lease durations, as a takeover after a crash needs."""
+        wanted = {identity} if identity else {r.identity for r in self.replicas}
 
         async def held() -> bool:
-            return self.holder() in {r.identity for r in self.replicas}
+            return self.holder() in wanted
 
-        await wait_until(held, timeout_s, what="a replica to hold the Lease")
+        await wait_until(held, 2 * LEASE_S + 5, what=f"one of {sorted(wanted)} to hold the Lease")
         return next(r for r in self.replicas if r.identity == self.holder())
 
     def client(self, replica: Replica) -> ApiClient:
@@ -277,9 +268,7 @@ class KubeStack:
 
     def image_of(self, name: str) -> str | None:
         found = self.deployment(name)
-        if found is None:
-            return None
-        return str(found["spec"]["template"]["spec"]["containers"][0]["image"])
+        return None if found is None else _image(found)
 
     def backend_url(self, service_name: str) -> str | None:
         """Where a request to ``service_name`` lands: the process serving the digest of a
@@ -293,8 +282,8 @@ class KubeStack:
             labels = found["spec"]["template"]["metadata"].get("labels") or {}
             ready = int((found.get("status") or {}).get("readyReplicas") or 0)
             if _selects(selector, labels) and ready > 0:
-                pinned = found["spec"]["template"]["spec"]["containers"][0]["image"]
-                urls.append(self.services.get(pinned.rpartition("@")[2]))
+                serving = self.services.get(_image(found).rpartition("@")[2])
+                urls.append(None if serving is None else serving.url)
         if len(urls) > 1 or None in urls:
             raise AssertionError(
                 f"Service {service_name} selects {len(urls)} ready workloads: {urls}"
@@ -328,21 +317,7 @@ class KubeStack:
 
     async def fault(self, version: str, **fault: Any) -> None:
         """POST /admin/fault to the process serving ``version``."""
-        url = self.services[demo_digest(version)]
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
-            session.post(f"{url}/admin/fault", json=fault) as response,
-        ):
-            assert response.status == 200, await response.text()
+        await self.services[demo_digest(version)].fault(**fault)
 
     async def wait_scraped(self) -> None:
-        source = PrometheusSource(self.prometheus_url)
-
-        async def all_up() -> bool:
-            measured = await source.query(f'count(up{{job="{STAGE}"}} == 1)')
-            return measured.value == len(self.versions)
-
-        try:
-            await wait_until(all_up, 30, what="Prometheus to scrape both services")
-        finally:
-            await source.close()
+        await wait_scraped(self.prometheus_url, [STAGE], len(self.services))

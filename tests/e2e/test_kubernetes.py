@@ -17,9 +17,8 @@ import pytest
 from sidecar.client import ApiClient
 from sidecar.kube.api import PROMOTION
 from sidecar.local.demo import demo_manifest
-from tests.e2e.conftest import bounded
+from tests.e2e.conftest import bounded, wait_promotion
 from tests.e2e.kube_stack import (
-    LEASE_S,
     PROMGATE_NAMESPACE,
     STAGE,
     KubeStack,
@@ -45,21 +44,13 @@ async def kube_stack(workdir: Path) -> AsyncIterator[KubeStack]:
         await stack.stop()
 
 
-async def wait_phase(
-    client: ApiClient, promotion_id: str, phases: set[str], timeout_s: float
-) -> dict[str, Any]:
-    last: dict[str, Any] = {}
+ENDED = {"promoted", "rolled_back", "aborted"}
 
-    async def reached() -> bool:
-        nonlocal last
-        last = await client.get(promotion_id, reconnect_s=timeout_s)
-        return last["phase"] in phases
 
-    try:
-        await wait_until(reached, timeout_s, what=f"{promotion_id} to reach {phases}")
-    except TimeoutError as exc:
-        raise TimeoutError(f"{exc}; last: {last.get('phase')} {last.get('reason')}") from None
-    return last
+async def ended(client: ApiClient, promotion_id: str) -> dict[str, Any]:
+    return await wait_promotion(
+        client, promotion_id, lambda p: p["phase"] in ENDED, 90, f"{promotion_id} to end"
+    )
 
 
 async def routed_back(stack: KubeStack) -> None:
@@ -79,7 +70,7 @@ async def seeded(stack: KubeStack) -> ApiClient:
     leader = await stack.leader()
     client = stack.client(leader)
     first = await client.create(demo_manifest(STABLE), STAGE)
-    await wait_phase(client, first["id"], {"promoted"}, 20)
+    assert (await ended(client, first["id"]))["phase"] == "promoted"
     assert stack.route_weights_written() == [], "the first release needs no route change"
     stack.start_load(LOAD_RPS)
     await stack.wait_scraped()
@@ -93,7 +84,7 @@ async def test_a_healthy_canary_moves_the_route_and_pins_the_stable_workload(
     client = await seeded(kube_stack)
     try:
         created = await client.create(demo_manifest(CANDIDATE), STAGE)
-        done = await wait_phase(client, created["id"], {"promoted", "rolled_back", "aborted"}, 80)
+        done = await ended(client, created["id"])
     finally:
         await client.close()
 
@@ -119,7 +110,7 @@ async def test_a_regression_is_rolled_back_to_the_stable_service_and_prior_diges
     await kube_stack.fault(CANDIDATE, error_rate=0.3, latency_ms=20, duration_s=None)
     try:
         created = await client.create(demo_manifest(CANDIDATE), STAGE)
-        done = await wait_phase(client, created["id"], {"promoted", "rolled_back", "aborted"}, 80)
+        done = await ended(client, created["id"])
     finally:
         await client.close()
 
@@ -161,12 +152,8 @@ async def test_the_other_replica_finishes_a_canary_whose_leader_was_killed(
 
     survivor = kube_stack.client(follower)
     try:
-        await wait_until(
-            lambda: _holds(kube_stack, follower.identity),
-            2 * LEASE_S + 5,
-            what=f"{follower.identity} to take the Lease",
-        )
-        done = await wait_phase(survivor, created["id"], {"promoted", "rolled_back", "aborted"}, 90)
+        await kube_stack.leader(follower.identity)
+        done = await ended(survivor, created["id"])
     finally:
         await survivor.close()
 
@@ -174,7 +161,3 @@ async def test_the_other_replica_finishes_a_canary_whose_leader_was_killed(
     await routed_back(kube_stack)
     assert kube_stack.route_weights_written() == CANARY_WEIGHTS, "a route write repeated or lost"
     assert kube_stack.image_of("demo") == image(CANDIDATE)
-
-
-async def _holds(stack: KubeStack, identity: str) -> bool:
-    return stack.holder() == identity
