@@ -82,11 +82,8 @@ async def test_a_healthy_canary_moves_the_route_and_pins_the_stable_workload(
     kube_stack: KubeStack,
 ) -> None:
     client = await seeded(kube_stack)
-    try:
-        created = await client.create(demo_manifest(CANDIDATE), STAGE)
-        done = await ended(client, created["id"])
-    finally:
-        await client.close()
+    async with client:
+        done = await ended(client, (await client.create(demo_manifest(CANDIDATE), STAGE))["id"])
 
     assert done["phase"] == "promoted", done
     await routed_back(kube_stack)
@@ -97,7 +94,7 @@ async def test_a_healthy_canary_moves_the_route_and_pins_the_stable_workload(
         k: v for k, v in http_route()["spec"].items() if k != "rules"
     }
     assert kube_stack.image_of("demo") == image(CANDIDATE)
-    promotion = kube_stack.server.object(PROMOTION, PROMGATE_NAMESPACE, created["id"])
+    promotion = kube_stack.server.object(PROMOTION, PROMGATE_NAMESPACE, done["id"])
     assert promotion is not None
     assert promotion["status"]["phase"] == "promoted", promotion["status"]
 
@@ -108,11 +105,8 @@ async def test_a_regression_is_rolled_back_to_the_stable_service_and_prior_diges
 ) -> None:
     client = await seeded(kube_stack)
     await kube_stack.fault(CANDIDATE, error_rate=0.3, latency_ms=20, duration_s=None)
-    try:
-        created = await client.create(demo_manifest(CANDIDATE), STAGE)
-        done = await ended(client, created["id"])
-    finally:
-        await client.close()
+    async with client:
+        done = await ended(client, (await client.create(demo_manifest(CANDIDATE), STAGE))["id"])
 
     assert done["phase"] == "rolled_back", done
     await routed_back(kube_stack)
