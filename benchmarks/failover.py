@@ -49,6 +49,7 @@ from sidecar.kube.api import LEASE
 from sidecar.local.processes import ManagedProcess, free_port, wait_until
 from tests.kubeapi import ContractApiServer
 from tests.support.manifests import manifest
+from tests.support.processes import serve_app
 
 NAMESPACE = "default"
 RUN_TIMEOUT_S = 120.0  # one run, start to finish, at most
@@ -119,10 +120,7 @@ async def one_run(
     receiver = Receiver()
     app = web.Application()
     app.router.add_post("/traffic", receiver.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    webhook_port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", webhook_port).start()
+    runner, webhook_url = await serve_app(app)
     replicas: dict[str, tuple[ManagedProcess, str]] = {}
     try:
         async with ContractApiServer() as kube:
@@ -139,7 +137,7 @@ async def one_run(
                 "PROMGATE_LEDGER": ledger,
                 "PROMGATE_LEDGER_PATH": str(workdir / "ledger.db"),
                 "PROMGATE_ACTUATOR": "webhook",
-                "PROMGATE_WEBHOOK_URL": f"http://127.0.0.1:{webhook_port}/traffic",
+                "PROMGATE_WEBHOOK_URL": f"{webhook_url}/traffic",
                 "PROMGATE_LEADER_ELECTION": "true",
                 "PROMGATE_KUBECONFIG": str(kubeconfig),
                 "PROMGATE_KUBE_NAMESPACE": NAMESPACE,

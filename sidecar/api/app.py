@@ -113,8 +113,14 @@ def build_api(
     Only the leader takes writes: elsewhere every write is a 503 with ``Retry-After``
     (``retry_after_s``) that names the leader; reads are served from the shared ledger.
     """
-    api = _Api(controller, tokens, registry, keepalive_s, leadership or AlwaysLeader())
-    api.retry_after_s = retry_after_s
+    api = _Api(
+        controller,
+        tokens,
+        registry,
+        keepalive_s,
+        leadership=leadership or AlwaysLeader(),
+        retry_after_s=retry_after_s,
+    )
     app = web.Application(
         client_max_size=max_body_bytes,
         middlewares=[_leader_only(api), _audit_writes(api), _errors, _within_limits],
@@ -149,7 +155,9 @@ class _Api:
         tokens: TokenTable,
         registry: CollectorRegistry,
         keepalive_s: float,
+        *,
         leadership: Leadership,
+        retry_after_s: int,
     ) -> None:
         self.controller = controller
         self.tokens = tokens
@@ -158,7 +166,7 @@ class _Api:
         self._streaming: list[str] = []  # promotion ids with an open event stream
         self._closing = False
         self.leadership = leadership
-        self.retry_after_s = 2  # seconds a refused write waits before its retry
+        self.retry_after_s = retry_after_s  # seconds a refused write waits before its retry
 
     def takes_writes(self) -> bool:
         """Whether this replica leads and its controller has resumed every promotion."""

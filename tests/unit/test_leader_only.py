@@ -36,6 +36,7 @@ from sidecar.telemetry.metrics import PrometheusRecorder
 from sidecar.testing import RecordingActuator
 from tests.conftest import HttpServer
 from tests.kubeapi import ContractApiServer
+from tests.support.kube import contract_server
 from tests.support.manifests import manifest
 from tests.support.processes import free_port, wait_until
 
@@ -56,7 +57,7 @@ stages:
 
 @pytest.fixture
 async def server() -> AsyncIterator[ContractApiServer]:
-    async with ContractApiServer() as running:
+    async with contract_server() as running:
         yield running
 
 

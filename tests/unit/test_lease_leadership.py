@@ -14,6 +14,7 @@ from sidecar.kube.api import LEASE, KubeApi
 from sidecar.kube.client import connect
 from sidecar.leadership.lease import LeaseLeadership
 from tests.kubeapi import ContractApiServer
+from tests.support.kube import contract_server
 from tests.support.processes import wait_until
 
 NS = "default"
@@ -24,7 +25,7 @@ Candidate = Callable[..., Awaitable[LeaseLeadership]]
 
 @pytest.fixture
 async def server() -> AsyncIterator[ContractApiServer]:
-    async with ContractApiServer() as running:
+    async with contract_server() as running:
         yield running
 
 
