@@ -285,31 +285,25 @@ def identities(
     none)."""
     candidate, stable = sides(promotion)
 
-    def identity(backend: Backend, artifact: ArtifactRef, version: str) -> dict[str, str]:
-        kubernetes = kubernetes_identity(
-            target, promotion.strategy, backend.role, backend.backend, namespace
-        )
-        return {**kubernetes, **_identity(promotion, backend, artifact, version)}
+    def identity(backend: Backend, artifact: ArtifactRef) -> dict[str, str]:
+        return {
+            **kubernetes_identity(
+                target, promotion.strategy, backend.role, backend.backend, namespace
+            ),
+            "service": promotion.service,
+            "stage": promotion.stage,
+            "role": backend.role,
+            "backend": backend.backend,
+            "upstream": backend.upstream,
+            "digest": artifact.digest,
+            "tag": artifact.tag or "",
+            "version": backend.version,
+            "repository": artifact.repository,
+        }
 
     return (
-        identity(candidate, promotion.artifact, promotion.version),
-        identity(stable, promotion.baseline, promotion.baseline_version)
+        identity(candidate, promotion.artifact),
+        identity(stable, promotion.baseline)
         if stable is not None and promotion.baseline is not None
         else None,
     )
-
-
-def _identity(
-    promotion: Promotion, backend: Backend, artifact: ArtifactRef, version: str
-) -> dict[str, str]:
-    return {
-        "service": promotion.service,
-        "stage": promotion.stage,
-        "role": backend.role,
-        "backend": backend.backend,
-        "upstream": backend.upstream,
-        "digest": artifact.digest,
-        "tag": artifact.tag or "",
-        "version": version,
-        "repository": artifact.repository,
-    }
