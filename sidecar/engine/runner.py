@@ -113,19 +113,12 @@ class PromotionRunner:
 
     async def _abort_unroutable(self, error: ActuationError) -> Promotion:
         if isinstance(error, CandidateNotReadyError):
-            return await self.ctx.move(
-                self.promotion,
-                event=Phase.NOT_READY.value,
-                phase=Phase.NOT_READY,
-                weight=0,
-                reason=f"candidate never became ready: {error.reason}",
-            )
+            phase, reason = Phase.NOT_READY, f"candidate never became ready: {error.reason}"
+        else:
+            phase = Phase.ABORTED
+            reason = f"the traffic actuator refuses this promotion's traffic state: {error}"
         return await self.ctx.move(
-            self.promotion,
-            event=Phase.ABORTED.value,
-            phase=Phase.ABORTED,
-            weight=0,
-            reason=f"the traffic actuator refuses this promotion's traffic state: {error}",
+            self.promotion, event=phase.value, phase=phase, weight=0, reason=reason
         )
 
     async def _begin(self, promotion: Promotion) -> Promotion:
