@@ -113,19 +113,12 @@ class PromotionRunner:
 
     async def _abort_unroutable(self, error: ActuationError) -> Promotion:
         if isinstance(error, CandidateNotReadyError):
-            return await self.ctx.move(
-                self.promotion,
-                event=Phase.NOT_READY.value,
-                phase=Phase.NOT_READY,
-                weight=0,
-                reason=f"candidate never became ready: {error.reason}",
-            )
+            phase, reason = Phase.NOT_READY, f"candidate never became ready: {error.reason}"
+        else:
+            phase = Phase.ABORTED
+            reason = f"the traffic actuator refuses this promotion's traffic state: {error}"
         return await self.ctx.move(
-            self.promotion,
-            event=Phase.ABORTED.value,
-            phase=Phase.ABORTED,
-            weight=0,
-            reason=f"the traffic actuator refuses this promotion's traffic state: {error}",
+            self.promotion, event=phase.value, phase=phase, weight=0, reason=reason
         )
 
     async def _begin(self, promotion: Promotion) -> Promotion:
@@ -285,31 +278,25 @@ def identities(
     none)."""
     candidate, stable = sides(promotion)
 
-    def identity(backend: Backend, artifact: ArtifactRef, version: str) -> dict[str, str]:
-        kubernetes = kubernetes_identity(
-            target, promotion.strategy, backend.role, backend.backend, namespace
-        )
-        return {**kubernetes, **_identity(promotion, backend, artifact, version)}
+    def identity(backend: Backend, artifact: ArtifactRef) -> dict[str, str]:
+        return {
+            **kubernetes_identity(
+                target, promotion.strategy, backend.role, backend.backend, namespace
+            ),
+            "service": promotion.service,
+            "stage": promotion.stage,
+            "role": backend.role,
+            "backend": backend.backend,
+            "upstream": backend.upstream,
+            "digest": artifact.digest,
+            "tag": artifact.tag or "",
+            "version": backend.version,
+            "repository": artifact.repository,
+        }
 
     return (
-        identity(candidate, promotion.artifact, promotion.version),
-        identity(stable, promotion.baseline, promotion.baseline_version)
+        identity(candidate, promotion.artifact),
+        identity(stable, promotion.baseline)
         if stable is not None and promotion.baseline is not None
         else None,
     )
-
-
-def _identity(
-    promotion: Promotion, backend: Backend, artifact: ArtifactRef, version: str
-) -> dict[str, str]:
-    return {
-        "service": promotion.service,
-        "stage": promotion.stage,
-        "role": backend.role,
-        "backend": backend.backend,
-        "upstream": backend.upstream,
-        "digest": artifact.digest,
-        "tag": artifact.tag or "",
-        "version": version,
-        "repository": artifact.repository,
-    }

@@ -43,6 +43,7 @@ from sidecar.domain.kubernetes import (
     KubernetesTarget,
     candidate_workload,
     name_problem,
+    side_names,
     slot_service,
     slot_workload,
 )
@@ -78,6 +79,11 @@ def stage_targets(policy: PromotionPolicy) -> dict[str, StageTarget]:
 
 def _side(state: TrafficState, role: str) -> Backend | None:
     return next((b for b in state.backends if b.role == role), None)
+
+
+def _serving(backends: Sequence[Backend], now: float) -> list[Backend]:
+    """The backends still to run at ``now``: all but those whose ``retain_until`` passed."""
+    return [b for b in backends if b.retain_until is None or b.retain_until > now]
 
 
 def _release(backend: Backend, state: TrafficState) -> Release:
@@ -147,10 +153,8 @@ class KubernetesActuator:
                 )
             if placed.strategy == "canary":
                 continue
-            names = [slot_workload(placed.target, backend.backend)]
-            if placed.target.router.http_route is not None:
-                names.append(slot_service(placed.target.router.http_route, backend.backend))
-            for name in names:
+            names = side_names(placed.target, placed.strategy, backend.role, backend.backend)
+            for name in (names.workload, names.service):
                 what = name_problem(name, "the slot's object name")
                 if what is not None:
                     problems.append(
@@ -253,7 +257,7 @@ class KubernetesActuator:
         if image_of(before, target.container) == release.image:
             return
         await self._workloads.edit(
-            namespace, name, lambda d: with_release(d, target.container, release)
+            namespace, name, lambda d: with_release(d, target.container, release), current=before
         )
         try:
             await self._workloads.wait_ready(namespace, name, target.ready_timeout)
@@ -271,12 +275,9 @@ class KubernetesActuator:
     ) -> None:
         base = await self._workloads.get(namespace, target.deployment)
         selector = selector_of(base)
-        now = self._clock.now()
-        keep = [
-            b
-            for b in (*state.backends, *([state.preview] if state.preview else []))
-            if b.retain_until is None or b.retain_until > now
-        ]
+        keep = _serving(
+            [*state.backends, *([state.preview] if state.preview else [])], self._clock.now()
+        )
         for backend in sorted(keep, key=lambda b: b.role != "candidate"):
             await self._run_slot(namespace, target, base, backend, state)
         live = max(state.backends, key=lambda b: b.weight)
@@ -356,7 +357,7 @@ class KubernetesActuator:
         for deployment in copies:
             name = deployment["metadata"]["name"]
             if name not in running and deployment.get("spec", {}).get("replicas", 1) != 0:
-                await self._workloads.scale_to_zero(namespace, name)
+                await self._workloads.scale_to_zero(namespace, name, current=deployment)
 
     def _schedule_retention(
         self, namespace: str, target: KubernetesTarget, state: TrafficState
@@ -376,12 +377,8 @@ class KubernetesActuator:
             async with self._locks.setdefault(state.stage, asyncio.Lock()):
                 if self._current.get(state.stage) != state:
                     return
-                now = self._clock.now()
-                running = {
-                    slot_workload(target, b.backend)
-                    for b in state.backends
-                    if b.retain_until is None or b.retain_until > now
-                }
+                serving = _serving(state.backends, self._clock.now())
+                running = {slot_workload(target, b.backend) for b in serving}
                 try:
                     await self._stop_copies(namespace, target, running)
                 except ActuationError as exc:  # the next promotion's apply tidies up

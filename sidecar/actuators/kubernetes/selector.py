@@ -55,8 +55,9 @@ class Services:
     ) -> Object:
         """Make Service ``name`` select ``selector``, creating it with the ports of Service
         ``like`` when it does not exist; no write when it already selects that."""
+        found: Object | None = None
         try:
-            await self._api.get(SERVICE, namespace, name)
+            found = await self._api.get(SERVICE, namespace, name)
         except KubeError as exc:
             if exc.status != 404:
                 raise actuation_error(exc, SERVICE, namespace, name) from None
@@ -70,5 +71,10 @@ class Services:
             except KubeError as error:
                 raise actuation_error(error, SERVICE, namespace, name) from None
         return await update(
-            self._api, SERVICE, namespace, name, lambda svc: with_selector(svc, selector)
+            self._api,
+            SERVICE,
+            namespace,
+            name,
+            lambda svc: with_selector(svc, selector),
+            current=found,
         )

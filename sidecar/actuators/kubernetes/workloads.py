@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sidecar.actuators.kubernetes.writes import actuation_error, call, update
+from sidecar.actuators.kubernetes.writes import Edit, actuation_error, call, update
 from sidecar.errors import ActuationError, CandidateNotReadyError, KubeConflictError, KubeError
 from sidecar.kube.api import DEPLOYMENT, POD, KubeApi, Object
 
@@ -223,28 +223,39 @@ class Workloads:
         """Make the Deployment ``desired`` names carry its spec and labels: create it, or
         update it (no write when it already does)."""
         name = desired["metadata"]["name"]
-        if await self.find(namespace, name) is None:
+        found = await self.find(namespace, name)
+        if found is None:
             try:
                 return await self._api.create(DEPLOYMENT, namespace, desired)
             except KubeConflictError:
                 pass  # created meanwhile: update it below
             except KubeError as exc:
                 raise actuation_error(exc, DEPLOYMENT, namespace, name) from None
-        return await self.edit(namespace, name, lambda current: with_spec_of(current, desired))
+        return await self.edit(
+            namespace, name, lambda current: with_spec_of(current, desired), current=found
+        )
 
-    async def edit(self, namespace: str, name: str, change: Any) -> Object:
-        return await update(self._api, DEPLOYMENT, namespace, name, change)
+    async def edit(
+        self, namespace: str, name: str, change: Edit, *, current: Object | None = None
+    ) -> Object:
+        """Apply ``change`` to the Deployment (``current``: as the caller just read it)."""
+        return await update(self._api, DEPLOYMENT, namespace, name, change, current=current)
 
-    async def scale_to_zero(self, namespace: str, name: str) -> None:
-        """Stop the Deployment's pods, keeping the object (and its spec) for the next release."""
-        if await self.find(namespace, name) is None:
-            return
+    async def scale_to_zero(
+        self, namespace: str, name: str, *, current: Object | None = None
+    ) -> None:
+        """Stop the Deployment's pods, keeping the object (and its spec) for the next release;
+        ``current`` is the Deployment as the caller just read it."""
+        if current is None:
+            current = await self.find(namespace, name)
+            if current is None:
+                return
 
-        def zero(current: Object) -> Object:
-            current["spec"]["replicas"] = 0
-            return current
+        def zero(deployment: Object) -> Object:
+            deployment["spec"]["replicas"] = 0
+            return deployment
 
-        await self.edit(namespace, name, zero)
+        await self.edit(namespace, name, zero, current=current)
 
     async def wait_ready(self, namespace: str, name: str, timeout_s: float) -> Object:
         """Poll until the rollout is ready; past ``timeout_s`` raise CandidateNotReadyError

@@ -24,18 +24,29 @@ Edit = Callable[[Object], Object]
 """A pure edit: the object as read -> the object as it should be (a new dict)."""
 
 
-async def update(api: KubeApi, kind: Kind, namespace: str, name: str, edit: Edit) -> Object:
-    """Read the object, apply ``edit``, and write the result with the resourceVersion read;
-    when another writer got there first (409), read again and redo the edit. Nothing is
-    written when the edit changes nothing, so a repeated state costs no write."""
+async def update(
+    api: KubeApi,
+    kind: Kind,
+    namespace: str,
+    name: str,
+    edit: Edit,
+    *,
+    current: Object | None = None,
+) -> Object:
+    """Read the object (unless the caller just did: ``current``), apply ``edit``, and write
+    the result with the resourceVersion read; when another writer got there first (409),
+    read again and redo the edit. Nothing is written when the edit changes nothing, so a
+    repeated state costs no write."""
     for _ in range(MAX_CONFLICTS):
-        current = await call(api.get(kind, namespace, name), kind, namespace, name)
+        if current is None:
+            current = await call(api.get(kind, namespace, name), kind, namespace, name)
         desired = edit(copy.deepcopy(current))
         if desired == current:
             return current
         try:
             return await api.replace(kind, namespace, desired)
         except KubeConflictError:
+            current = None
             continue
         except KubeError as exc:
             raise actuation_error(exc, kind, namespace, name) from None
