@@ -179,13 +179,6 @@ class PrometheusClient:
 
     async def _get(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
         """The ``data`` object of a successful answer, after up to ``attempts`` tries."""
-        tries = 0
-
-        async def attempt() -> dict[str, Any]:
-            nonlocal tries
-            tries += 1
-            return await self._get_once(path, params)
-
         retrying = AsyncRetrying(
             stop=self._stop,
             wait=self._wait,
@@ -193,9 +186,9 @@ class PrometheusClient:
             reraise=True,
         )
         try:
-            return await retrying(attempt)
+            return await retrying(self._get_once, path, params)
         except _Transient as exc:
-            error = exc.error
+            error, tries = exc.error, retrying.statistics["attempt_number"]
             raise type(error)(f"{error} (gave up after {tries} attempt(s))") from error
 
     def _wait(self, state: RetryCallState) -> float:
