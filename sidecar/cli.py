@@ -121,6 +121,16 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         raise click.BadParameter(str(exc), ctx, param) from None
 
 
+prometheus_bearer_token_option = click.option(
+    "--prometheus-bearer-token-file",
+    "bearer_token_file",
+    envvar="PROMGATE_PROMETHEUS_BEARER_TOKEN_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="file holding a bearer token for Prometheus [env PROMGATE_PROMETHEUS_BEARER_TOKEN_FILE]",
+)
+"""``--prometheus-bearer-token-file``, for the commands that query Prometheus themselves."""
+
+
 def wait_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """``--wait``, ``--timeout`` and ``--reconnect-timeout``: how a command follows a promotion."""
     options = [
@@ -462,13 +472,7 @@ def policy() -> None:
     "--baseline", metavar="IMAGE@sha256:...", help="with --prometheus: the stage's stable release"
 )
 @click.option("--baseline-version", metavar="V", help="the baseline's version")
-@click.option(
-    "--prometheus-bearer-token-file",
-    "bearer_token_file",
-    envvar="PROMGATE_PROMETHEUS_BEARER_TOKEN_FILE",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="file holding a bearer token for Prometheus [env PROMGATE_PROMETHEUS_BEARER_TOKEN_FILE]",
-)
+@prometheus_bearer_token_option
 def policy_check(
     file: Path,
     *,
@@ -606,13 +610,7 @@ def demo() -> None:
     metavar="URL",
     help="Prometheus holding the window's data [env PROMGATE_PROMETHEUS_URL]",
 )
-@click.option(
-    "--prometheus-bearer-token-file",
-    "bearer_token_file",
-    envvar="PROMGATE_PROMETHEUS_BEARER_TOKEN_FILE",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="file holding a bearer token for Prometheus [env PROMGATE_PROMETHEUS_BEARER_TOKEN_FILE]",
-)
+@prometheus_bearer_token_option
 @click.option("--json", "as_json", is_flag=True, help="print the evaluations as JSON")
 def replay(
     *,

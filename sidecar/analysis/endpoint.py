@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from yarl import URL
 
 from sidecar.errors import SettingsError
-from sidecar.redaction import REDACTED, credential_forms
 
 
 @dataclass(frozen=True)
@@ -44,9 +43,3 @@ class Endpoint:
             return {}
         token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
         return {"Authorization": f"Basic {token}"}
-
-    def redact(self, text: str) -> str:
-        """Remove any credential from ``text``, wherever a message picked it up."""
-        for secret in sorted(credential_forms(self.url), key=len, reverse=True):
-            text = text.replace(secret, REDACTED)
-        return text

@@ -32,7 +32,7 @@ from sidecar.errors import (
     QueryError,
     SettingsError,
 )
-from sidecar.redaction import REDACTED
+from sidecar.redaction import credential_forms, redact
 
 POINTS_PER_REQUEST = 10_000  # Prometheus refuses more than 11,000 points per series
 _SHOWN_CHARS = 400
@@ -120,8 +120,7 @@ class PrometheusClient:
 
     def redact(self, text: str) -> str:
         """``text`` without the endpoint's credentials, for text built outside the client."""
-        text = self._endpoint.redact(text)
-        return text.replace(self._token, REDACTED) if self._token else text
+        return redact(text, [*credential_forms(self._endpoint.url), self._token])
 
     async def instant(self, query: str, at: float | None = None) -> list[Sample]:
         """An instant query (as of ``at``, epoch seconds; default now): its samples."""
@@ -180,13 +179,6 @@ class PrometheusClient:
 
     async def _get(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
         """The ``data`` object of a successful answer, after up to ``attempts`` tries."""
-        tries = 0
-
-        async def attempt() -> dict[str, Any]:
-            nonlocal tries
-            tries += 1
-            return await self._get_once(path, params)
-
         retrying = AsyncRetrying(
             stop=self._stop,
             wait=self._wait,
@@ -194,9 +186,9 @@ class PrometheusClient:
             reraise=True,
         )
         try:
-            return await retrying(attempt)
+            return await retrying(self._get_once, path, params)
         except _Transient as exc:
-            error = exc.error
+            error, tries = exc.error, retrying.statistics["attempt_number"]
             raise type(error)(f"{error} (gave up after {tries} attempt(s))") from error
 
     def _wait(self, state: RetryCallState) -> float:

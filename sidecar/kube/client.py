@@ -34,6 +34,12 @@ SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 """Where a Pod finds its service account's token, CA certificate and namespace."""
 ANSWERS = {200: "object", 201: "object", 202: "object"}
 """Deserialize every success as plain JSON."""
+_REFUSALS: dict[int, type[KubeError]] = {
+    404: KubeNotFoundError,
+    409: KubeConflictError,
+    422: KubeInvalidError,
+}
+"""Answers that say what is wrong with the request itself, each its own error type."""
 _HINTS = {
     401: "check the kubeconfig's credentials or the service account token",
     403: "grant promgate's service account RBAC for this resource and verb",
@@ -207,12 +213,8 @@ class KubernetesApi:
         answer = _status_body(error.body)
         reason = str(answer.get("reason") or "")
         message = str(answer.get("message") or error.reason or "no message")
-        if status == 404:
-            return self._error(KubeNotFoundError, f"{method} {path}: {message}", status, reason)
-        if status == 409:
-            return self._error(KubeConflictError, f"{method} {path}: {message}", status, reason)
-        if status == 422:
-            return self._error(KubeInvalidError, f"{method} {path}: {message}", status, reason)
+        if status in _REFUSALS:
+            return self._error(_REFUSALS[status], f"{method} {path}: {message}", status, reason)
         hint = f"; {_HINTS[status]}" if status in _HINTS else ""
         text = f"the Kubernetes API answered {status} to {method} {path}: {message}{hint}"
         return self._error(KubeError, text, status, reason)

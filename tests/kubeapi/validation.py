@@ -11,6 +11,7 @@ only ever writes ``repository@sha256:...``.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -37,9 +38,6 @@ LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 
 class Validator:
     """Checks a whole object as it would be stored; raises ``ApiError`` 422 naming the field."""
-
-    def __init__(self) -> None:
-        self._crd_validators: dict[Resource, jsonschema.protocols.Validator] = {}
 
     def check(self, resource: Resource, obj: Object) -> None:
         """Refuse ``obj`` if the real API server (or the digest rule) would."""
@@ -68,11 +66,13 @@ class Validator:
             except ValidationError as error:
                 return error
             return None
-        validator = self._crd_validators.get(resource)
-        if validator is None:
-            validator = jsonschema.Draft4Validator(structural(resource.schema))
-            self._crd_validators[resource] = validator
-        return best_match(validator.iter_errors(obj))
+        return best_match(crd_validator(resource).iter_errors(obj))
+
+
+@functools.cache
+def crd_validator(resource: Resource) -> jsonschema.protocols.Validator:
+    """The jsonschema validator of a custom resource's CRD schema, built once per process."""
+    return jsonschema.Draft4Validator(structural(resource.schema))
 
 
 def structural(node: Any, *, preserve_unknown: bool = False) -> Any:

@@ -2,15 +2,17 @@
 
 Built-in kinds go through kubernetes-validate (Kubernetes' own OpenAPI schemas, strict, so
 an unknown field fails). Custom resources are checked with jsonschema against the
-``openAPIV3Schema`` of their CustomResourceDefinition: the published ones in
-``../shared/k8s-schemas`` (gateway-api, prometheus-operator) and promgate's own in the
-chart's ``crds/``; CEL rules (``x-kubernetes-validations``) are not evaluated. CI always
+``openAPIV3Schema`` of their CustomResourceDefinition, loaded and converted the way the
+contract API server does it (:mod:`tests.kubeapi.validation`, so an unknown field fails
+too): the published ones in ``../shared/k8s-schemas`` (gateway-api, prometheus-operator)
+and promgate's own in the chart's ``crds/``; CEL rules (``x-kubernetes-validations``) are
+not evaluated. The contract server's extra rules (images pinned by digest, name checks)
+are not applied: the chart's default image is a tag. CI always
 has ``../shared``; elsewhere the tests that need it skip and say why.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -18,12 +20,13 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-KUBERNETES = "1.30.0"
-SHARED_SCHEMAS = REPO.parent / "shared" / "k8s-schemas"
-OWN_CRDS = {("promgate.dev", "Promotion"): REPO / "helm/promgate/crds/promotions.promgate.dev.yaml"}
+from tests.kubeapi.resources import PROMGATE_CRDS_DIR, crd_resources
+from tests.kubeapi.resources import SCHEMAS_DIR as SHARED_SCHEMAS
+from tests.kubeapi.validation import KUBERNETES_VERSION as KUBERNETES
+from tests.kubeapi.validation import crd_validator
+
+OWN_CRDS = {("promgate.dev", "Promotion"): PROMGATE_CRDS_DIR / "promotions.promgate.dev.yaml"}
 PUBLISHED_CRDS = {
     ("gateway.networking.k8s.io", "HTTPRoute"): "gateway-api-v1.6.1-httproutes.yaml",
     ("monitoring.coreos.com", "ServiceMonitor"): "prometheus-operator-v0.93.0-servicemonitors.yaml",
@@ -44,12 +47,10 @@ def shared_schemas() -> Path:
     return SHARED_SCHEMAS
 
 
-@functools.cache
 def _crd_validator(group: str, kind: str, version: str) -> jsonschema.protocols.Validator:
     path = OWN_CRDS.get((group, kind)) or shared_schemas() / PUBLISHED_CRDS[(group, kind)]
-    crd = yaml.safe_load(path.read_text())
-    (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
-    return jsonschema.Draft4Validator(served["schema"]["openAPIV3Schema"])
+    (served,) = [r for r in crd_resources(path) if (r.kind.kind, r.kind.version) == (kind, version)]
+    return crd_validator(served)
 
 
 def problems(doc: dict[str, Any]) -> list[str]:
