@@ -34,7 +34,7 @@ async def contract_server(**options: Any) -> AsyncIterator[ContractApiServer]:
 @contextlib.asynccontextmanager
 async def contract_api(tmp_path: Path) -> AsyncIterator[tuple[ContractApiServer, KubeApi]]:
     """A running contract server and a client of it through the kubeconfig it writes."""
-    async with ContractApiServer() as server:
+    async with contract_server() as server:
         port = server.url.rsplit(":", 1)[1]  # one file per server: a test may start several
         kubeconfig = server.write_kubeconfig(tmp_path / f"kubeconfig-{port}", namespace=NAMESPACE)
         api = await connect(kubeconfig)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins  # KubernetesLedger defines a method named `list`, which hides the type
+import contextlib
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
@@ -272,17 +273,11 @@ class KubernetesLedger:
         pending = await self._store.list(CONFIGMAP, _PENDING)
         if not pending:
             return
-        if locked:
-            await self._roll_forward([o["metadata"]["name"] for o in pending])
-            return
-        async with self._lock:
-            await self._roll_forward([o["metadata"]["name"] for o in pending])
-
-    async def _roll_forward(self, stage_names: builtins.list[str]) -> None:
-        for name in stage_names:
-            current = await self._store.get(CONFIGMAP, name)
-            if current is not None:
-                await self._applier.roll_forward(StageState.from_object(current))
+        async with contextlib.nullcontext() if locked else self._lock:
+            # as listed: if a stage moved since, rolling forward again is harmless and the
+            # clearing re-reads it
+            for obj in pending:
+                await self._applier.roll_forward(StageState.from_object(obj))
 
     async def _record(self, promotion_id: str) -> Promotion | None:
         obj = await self._store.get(PROMOTION, names.promotion_name(promotion_id))

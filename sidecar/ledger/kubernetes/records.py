@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -235,15 +235,7 @@ def events_of(promotion_id: str, data: dict[str, str]) -> list[PromotionEvent]:
 
 
 def release_dict(release: StableRelease) -> dict[str, Any]:
-    return {
-        "service": release.service,
-        "stage": release.stage,
-        "artifact": str(release.artifact),
-        "upstream": release.upstream,
-        "promotion_id": release.promotion_id,
-        "promoted_at": release.promoted_at,
-        "version": release.version,
-    }
+    return {**asdict(release), "artifact": str(release.artifact)}
 
 
 def release_of(data: dict[str, Any]) -> StableRelease:
